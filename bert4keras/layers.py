@@ -33,8 +33,8 @@ class Embedding(keras.layers.ReversibleEmbedding):
     def call(self, inputs, mode="embedding"):
         return super().call(inputs, reverse=(mode == "dense"))
 
-    def compute_output_shape(self, input_shape, mode="embedding"):
-        return super().compute_output_shape(input_shape, reverse=(mode == "dense"))
+    def compute_output_spec(self, inputs, mode="embedding"):
+        return super().compute_output_spec(inputs, reverse=(mode == "dense"))
 
 
 @register
@@ -181,6 +181,7 @@ class LayerNormalization(keras.layers.Layer):
 
     def build(self, input_shape):
         x_shape, cond_shape = input_shape if self.conditional else (input_shape, None)
+        cond_shape = tuple(cond_shape) if cond_shape is not None else None
         dim = x_shape[-1]
         if self.center:
             self.beta = self.add_weight(name="beta", shape=(dim,), initializer="zeros")
@@ -309,7 +310,7 @@ class MultiHeadAttention(keras.layers.Layer):
             layer.build(shape)
             return layer
 
-        q_shape, k_shape, v_shape = input_shape[:3]
+        q_shape, k_shape, v_shape = (tuple(shape) for shape in input_shape[:3])
         self.q_dense = dense(self.key_size * self.heads, "q_dense", q_shape)
         self.k_dense = dense(self.key_size * self.heads, "k_dense", k_shape)
         self.v_dense = dense(self.head_size * self.heads, "v_dense", v_shape)
@@ -409,6 +410,7 @@ class FeedForward(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def build(self, input_shape):
+        input_shape = tuple(input_shape)
         self.inner_denses = []
         for i, activation in enumerate(self.activation):
             layer = keras.layers.Dense(

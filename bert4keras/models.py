@@ -453,7 +453,7 @@ class BERT(Transformer):
         super().__init__(**kwargs)
         self.max_position = max_position
         self.segment_vocab_size = segment_vocab_size
-        self.with_pool = with_pool or with_nsp
+        self.with_pool = with_pool or bool(with_nsp)
         self.with_nsp = with_nsp
         self.with_mlm = with_mlm
         self.hierarchical_position = hierarchical_position
