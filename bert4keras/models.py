@@ -455,7 +455,8 @@ class BERT(Transformer):
         self.segment_vocab_size = segment_vocab_size
         self.with_pool = with_pool or bool(with_nsp)
         self.with_nsp = with_nsp
-        self.with_mlm = with_mlm
+        # As bert4keras: a language model (lm / unilm) predicts tokens unless told otherwise.
+        self.with_mlm = with_mlm or (self.application in ("lm", "unilm"))
         self.hierarchical_position = hierarchical_position
 
     def get_inputs(self):
@@ -813,7 +814,7 @@ def build_transformer_model(
             directory, or None for random initialisation.
         model: ``'bert'`` or ``'roberta'``.
         application: ``'encoder'``, ``'lm'`` (causal attention) or ``'unilm'`` (seq2seq mask
-            from segment_ids).
+            from segment_ids); both of the latter switch ``with_mlm`` on unless it is given.
         return_keras_model: return ``keras.Model`` if True, else the builder (with ``.model``,
             ``save_weights_as_checkpoint``, ``load_weights_from_checkpoint``).
         **kwargs: override config values and set builder options (``with_pool``, ``with_nsp``,
