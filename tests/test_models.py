@@ -166,14 +166,14 @@ def changed_positions(model, ids, segments, position):
 
 
 def test_lm_application_is_causal(tiny_bert_kwargs):
-    model = build_transformer_model(application="lm", **tiny_bert_kwargs)
+    model = build_transformer_model(application="lm", with_mlm="linear", **tiny_bert_kwargs)
     ids = random_ids(1, 10, 50, seed=3)
     changed = changed_positions(model, ids, np.zeros_like(ids), 4)
     np.testing.assert_array_equal(changed, np.arange(10) >= 4)
 
 
 def test_unilm_application_masks_second_segment(tiny_bert_kwargs):
-    model = build_transformer_model(application="unilm", **tiny_bert_kwargs)
+    model = build_transformer_model(application="unilm", with_mlm="linear", **tiny_bert_kwargs)
     ids = random_ids(1, 10, 50, seed=4)
     segments = np.array([[0] * 4 + [1] * 6], "int32")
     # a token of the second segment is seen by itself and later tokens only
