@@ -5,6 +5,8 @@ Owns: the activation names used in checkpoint configs (``gelu`` is the erf form,
 in attention. Imports nothing from the rest of the package.
 """
 
+import math
+
 import keras
 from keras import ops
 
@@ -71,6 +73,58 @@ def get_activation(activation):
         raise ValueError(f"Unknown activation {activation!r}") from e
 
 
-def attention_mask_to_bias(mask, dtype="float32"):
-    """Turn a boolean mask (True = attend) into an additive bias of 0 / ``MASK_VALUE``."""
-    return ops.where(mask, ops.zeros((), dtype), ops.full((), MASK_VALUE, dtype))
+def sinusoidal_embeddings(position_ids, dim, base=10000):
+    """Interleaved sinusoidal table ``[sin(p w_0), cos(p w_0), sin(p w_1), ...]``.
+
+    ``w_i = base^(-2i / dim)`` (Vaswani et al. 2017, sec. 3.5, with sin/cos interleaved as in
+    bert4keras and RoFormer). position_ids: int or float tensor of any shape ``S``; returns
+    float32 ``S + (dim,)``.
+    """
+    frequencies = ops.power(float(base), -2.0 * ops.arange(dim // 2, dtype="float32") / dim)
+    angles = ops.cast(position_ids, "float32")[..., None] * frequencies
+    embeddings = ops.stack([ops.sin(angles), ops.cos(angles)], axis=-1)
+    return ops.reshape(embeddings, ops.shape(angles)[:-1] + (dim // 2 * 2,))
+
+
+def apply_rotary_position_embeddings(sinusoidal, *tensors):
+    """Rotate query/key heads by their positions (RoPE; Su et al. 2021, RoFormer, eq. 34).
+
+    Args:
+        sinusoidal: ``(batch_size or 1, seq_len, head_size)`` interleaved table from
+            `sinusoidal_embeddings`.
+        *tensors: ``(batch_size, seq_len, heads, head_size)``.
+    Returns:
+        The rotated tensors, same shapes: ``x * cos + rotate_half(x) * sin`` where
+        ``rotate_half`` maps pairs ``(x0, x1) -> (-x1, x0)``.
+    """
+    sinusoidal = sinusoidal[:, :, None, :]
+    cos = ops.repeat(sinusoidal[..., 1::2], 2, axis=-1)
+    sin = ops.repeat(sinusoidal[..., ::2], 2, axis=-1)
+    outputs = []
+    for x in tensors:
+        rotated = ops.reshape(ops.stack([-x[..., 1::2], x[..., ::2]], axis=-1), ops.shape(x))
+        outputs.append(x * ops.cast(cos, x.dtype) + rotated * ops.cast(sin, x.dtype))
+    return outputs
+
+
+def t5_relative_position_buckets(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
+    """Bucket ``key_position - query_position`` as Mesh-TF / HF T5 ``_relative_position_bucket``.
+
+    Half the buckets are exact small distances, the rest log-spaced up to ``max_distance``;
+    bidirectional splits them between keys before and after the query (Raffel et al. 2020).
+    Returns int32 bucket ids of the same shape.
+    """
+    relative_position = ops.cast(relative_position, "int32")
+    buckets = ops.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = buckets + ops.cast(relative_position > 0, "int32") * num_buckets
+        distance = ops.abs(relative_position)
+    else:
+        distance = -ops.minimum(relative_position, 0)
+    max_exact = num_buckets // 2
+    is_small = distance < max_exact
+    scaled = ops.log(ops.cast(ops.maximum(distance, 1), "float32") / max_exact)
+    scaled = scaled / math.log(max_distance / max_exact) * (num_buckets - max_exact)
+    large = ops.minimum(max_exact + ops.cast(scaled, "int32"), num_buckets - 1)
+    return buckets + ops.where(is_small, distance, large)

@@ -10,7 +10,13 @@ import math
 import keras
 from keras import ops
 
-from bert4keras.backend import MASK_VALUE, get_activation
+from bert4keras.backend import (
+    MASK_VALUE,
+    apply_rotary_position_embeddings,
+    get_activation,
+    sinusoidal_embeddings,
+    t5_relative_position_buckets,
+)
 
 register = keras.saving.register_keras_serializable(package="bert4keras")
 
@@ -152,6 +158,9 @@ class LayerNormalization(keras.layers.Layer):
     Args:
         center, scale: bool, whether ``beta`` / ``gamma`` exist.
         epsilon: float, added to the variance (default 1e-12, as Google BERT).
+        zero_mean: bool, subtract the mean; False with ``center=False`` gives T5's RMS norm
+            ``x / sqrt(mean(x^2) + epsilon) * gamma`` (Zhang & Sennrich 2019).
+        unit_variance: bool, divide by the root mean square (False: only centre).
         conditional: bool. hidden_units / hidden_activation / hidden_initializer: an optional
             Dense applied to ``cond`` first.
     Input shape: ``(..., hidden_size)`` (``cond``: ``(batch_size, cond_size)`` or
@@ -164,6 +173,8 @@ class LayerNormalization(keras.layers.Layer):
         center=True,
         scale=True,
         epsilon=None,
+        zero_mean=True,
+        unit_variance=True,
         conditional=False,
         hidden_units=None,
         hidden_activation="linear",
@@ -174,6 +185,8 @@ class LayerNormalization(keras.layers.Layer):
         self.center = center
         self.scale = scale
         self.epsilon = 1e-12 if epsilon is None else epsilon
+        self.zero_mean = zero_mean
+        self.unit_variance = unit_variance
         self.conditional = conditional
         self.hidden_units = hidden_units
         self.hidden_activation = hidden_activation
@@ -218,10 +231,11 @@ class LayerNormalization(keras.layers.Layer):
                 cond = ops.expand_dims(cond, 1)
             cond = ops.cast(cond, "float32")
         x = ops.cast(inputs, "float32")
-        mean = ops.mean(x, axis=-1, keepdims=True)
-        x = x - mean
-        variance = ops.mean(ops.square(x), axis=-1, keepdims=True)
-        x = x * ops.rsqrt(variance + self.epsilon)
+        if self.zero_mean:
+            x = x - ops.mean(x, axis=-1, keepdims=True)
+        if self.unit_variance:
+            variance = ops.mean(ops.square(x), axis=-1, keepdims=True)
+            x = x * ops.rsqrt(variance + self.epsilon)
         if self.scale:
             gamma = ops.cast(self.gamma, "float32")
             if self.conditional:
@@ -243,6 +257,8 @@ class LayerNormalization(keras.layers.Layer):
             "center": self.center,
             "scale": self.scale,
             "epsilon": self.epsilon,
+            "zero_mean": self.zero_mean,
+            "unit_variance": self.unit_variance,
             "conditional": self.conditional,
             "hidden_units": self.hidden_units,
             "hidden_activation": self.hidden_activation,
@@ -254,10 +270,17 @@ class LayerNormalization(keras.layers.Layer):
 class MultiHeadAttention(keras.layers.Layer):
     """Multi-head scaled dot-product attention (Vaswani et al. 2017, sec. 3.2).
 
-    Inputs: ``[q, k, v]`` or ``[q, k, v, a_bias]`` with q ``(batch_size, q_len, q_dim)``, k/v
-    ``(batch_size, k_len, k_dim)``; ``a_bias`` is either a boolean mask (True = attend) or an
-    additive float bias, broadcastable to ``(batch_size, heads, q_len, k_len)`` (bert4keras's
-    ``a_bias``, e.g. padding, causal or UniLM masks).
+    Inputs: ``[q, k, v]``, then optionally ``a_bias``, then optionally a position tensor for
+    ``p_bias``. q ``(batch_size, q_len, q_dim)``, k/v ``(batch_size, k_len, k_dim)``;
+    ``a_bias`` is a boolean mask (True = attend) or an additive float bias, broadcastable to
+    ``(batch_size, heads, q_len, k_len)`` (bert4keras's ``a_bias``: padding, causal, UniLM).
+    Call args:
+        a_bias: accepted for bert4keras compatibility; whether ``a_bias`` is present is read
+            from the number of inputs.
+        p_bias: None, ``'typical_relative'`` (NEZHA: position tensor ``(q_len, k_len,
+            key_size)`` added to keys and values, Shaw et al. 2018), ``'rotary'`` (RoFormer:
+            sinusoidal table ``(batch_size or 1, seq_len, key_size)`` rotating q and k, Su et al.
+            2021) or ``'t5_relative'`` (T5: bias ``(q_len, k_len, heads)`` added to logits).
     Output: ``(batch_size, q_len, out_dim)``; with ``return_attention_scores=True`` also the
     attention probabilities ``(batch_size, heads, q_len, k_len)``.
 
@@ -272,7 +295,8 @@ class MultiHeadAttention(keras.layers.Layer):
         kernel_initializer: initializer of the projections.
     Weights, in order: ``q_dense``, ``k_dense``, ``v_dense``, ``o_dense`` (kernel, bias each).
     Uses `keras.ops.dot_product_attention` (fused kernels where the backend has them) unless
-    dropout is active, scores are requested, or ``key_size != head_size``.
+    dropout is active, scores are requested, ``key_size != head_size`` or ``p_bias`` is
+    ``'typical_relative'``.
     """
 
     def __init__(
@@ -321,18 +345,27 @@ class MultiHeadAttention(keras.layers.Layer):
         # (batch_size, seq_len, heads * size) -> (batch_size, seq_len, heads, size)
         return ops.reshape(x, (-1, ops.shape(x)[1], self.heads, size))
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, a_bias=None, p_bias=None, training=None):
         q, k, v = inputs[:3]
-        a_bias = inputs[3] if len(inputs) > 3 else None
+        extras = list(inputs[3:])
+        position = extras.pop() if p_bias else None
+        mask = extras[0] if extras else None
         qw = self._split_heads(self.q_dense(q), self.key_size)
         kw = self._split_heads(self.k_dense(k), self.key_size)
         vw = self._split_heads(self.v_dense(v), self.head_size)
+        if p_bias == "rotary":
+            qw, kw = apply_rotary_position_embeddings(position, qw, kw)
         scale = 1.0 / math.sqrt(self.key_size) if self.attention_scale else 1.0
-        is_bool = a_bias is not None and "bool" in str(a_bias.dtype)
+        is_bool = mask is not None and "bool" in str(mask.dtype)
+        bias = None if is_bool or mask is None else ops.cast(mask, "float32")
+        if p_bias == "t5_relative":
+            t5_bias = ops.expand_dims(ops.transpose(ops.cast(position, "float32"), (2, 0, 1)), 0)
+            bias = t5_bias if bias is None else bias + t5_bias
 
         fused = (
             not self.return_attention_scores
             and self.key_size == self.head_size
+            and p_bias != "typical_relative"
             and not (training and self.attention_dropout > 0)
         )
         if fused:
@@ -340,22 +373,26 @@ class MultiHeadAttention(keras.layers.Layer):
                 qw,
                 kw,
                 vw,
-                mask=a_bias if is_bool else None,
-                bias=None if is_bool or a_bias is None else ops.cast(a_bias, qw.dtype),
+                mask=mask if is_bool else None,
+                bias=None if bias is None else ops.cast(bias, qw.dtype),
                 scale=scale,
             )
             scores = None
         else:
-            logits = ops.einsum("bqhd,bkhd->bhqk", qw, kw)
-            logits = ops.cast(logits, "float32") * scale
-            if a_bias is not None:
-                if is_bool:
-                    logits = ops.where(a_bias, logits, MASK_VALUE)
-                else:
-                    logits = logits + ops.cast(a_bias, "float32")
+            logits = ops.cast(ops.einsum("bqhd,bkhd->bhqk", qw, kw), "float32")
+            if p_bias == "typical_relative":
+                position = ops.cast(position, qw.dtype)
+                logits = logits + ops.cast(ops.einsum("bqhd,qkd->bhqk", qw, position), "float32")
+            logits = logits * scale
+            if bias is not None:
+                logits = logits + bias
+            if is_bool:
+                logits = ops.where(mask, logits, MASK_VALUE)
             scores = ops.cast(ops.softmax(logits, axis=-1), qw.dtype)
             probas = self.dropout(scores, training=training)
             o = ops.einsum("bhqk,bkhd->bqhd", probas, vw)
+            if p_bias == "typical_relative":
+                o = o + ops.einsum("bhqk,qkd->bqhd", probas, position)
         o = ops.reshape(o, (-1, ops.shape(o)[1], self.heads * self.head_size))
         o = self.o_dense(o)
         if self.return_attention_scores:
@@ -494,15 +531,18 @@ class AttentionMask(keras.layers.Layer):
 
     Args:
         mode: ``'padding'`` (keys that are not padding), ``'causal'`` (also lower-triangular,
-            for ``application='lm'``) or ``'unilm'`` (UniLM seq2seq mask from segment_ids: the
-            first segment attends bidirectionally, the second causally; Dong et al. 2019).
+            for ``application='lm'``), ``'unilm'`` (UniLM seq2seq mask from segment_ids: the
+            first segment attends bidirectionally, the second causally; Dong et al. 2019) or
+            ``'context'`` (keys are the rows of a float context that are not all zero, i.e. an
+            encoder output masked by `SequenceMasking`, for cross attention).
         pad_id: int or None, the padding token id (None: no padding mask).
-    Inputs: token_ids ``(batch_size, seq_len)``; for ``'unilm'`` ``[token_ids, segment_ids]``.
+    Inputs: token_ids ``(batch_size, seq_len)``; for ``'unilm'`` ``[token_ids, segment_ids]``;
+    for ``'context'`` a float ``(batch_size, seq_len, hidden_size)``.
     """
 
     def __init__(self, mode="padding", pad_id=0, **kwargs):
         super().__init__(**kwargs)
-        if mode not in ("padding", "causal", "unilm"):
+        if mode not in ("padding", "causal", "unilm", "context"):
             raise ValueError(f"AttentionMask: unknown mode {mode!r}")
         self.mode = mode
         self.pad_id = pad_id
@@ -512,7 +552,9 @@ class AttentionMask(keras.layers.Layer):
             token_ids, segment_ids = inputs
         else:
             token_ids = inputs
-        if self.pad_id is None:
+        if self.mode == "context":
+            keys = ops.any(ops.not_equal(token_ids, 0), axis=-1)
+        elif self.pad_id is None:
             keys = ops.ones_like(token_ids, dtype="bool")
         else:
             keys = ops.not_equal(token_ids, self.pad_id)
@@ -529,9 +571,177 @@ class AttentionMask(keras.layers.Layer):
 
     def compute_output_spec(self, inputs):
         token_ids = inputs[0] if self.mode == "unilm" else inputs
-        batch_size, seq_len = token_ids.shape
-        q_len = 1 if self.mode == "padding" else seq_len
+        batch_size, seq_len = token_ids.shape[:2]
+        q_len = 1 if self.mode in ("padding", "context") else seq_len
         return keras.KerasTensor((batch_size, 1, q_len, seq_len), dtype="bool")
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode, "pad_id": self.pad_id}
+
+
+@register
+class SequenceMasking(keras.layers.Layer):
+    """Zeroes the positions of padding tokens: ``x * (token_ids != pad_id)[..., None]``.
+
+    Inputs: ``[x, token_ids]``, x ``(batch_size, seq_len, hidden_size)``, token_ids
+    ``(batch_size, seq_len)``. Output: the shape of x. (bert4keras's ``Encoder-Output-Masked``.)
+    """
+
+    def __init__(self, pad_id=0, **kwargs):
+        super().__init__(**kwargs)
+        self.pad_id = pad_id
+
+    def call(self, inputs):
+        x, token_ids = inputs
+        return x * ops.cast(ops.not_equal(token_ids, self.pad_id), x.dtype)[..., None]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "pad_id": self.pad_id}
+
+
+@register
+class SinusoidalPositionEmbedding(keras.layers.Layer):
+    """Fixed sinusoidal position embedding (Vaswani et al. 2017), interleaved sin/cos.
+
+    Args:
+        output_dim: int, embedding size.
+        merge_mode: ``'add'``, ``'mul'``, ``'zero'`` (the table alone, used for rotary
+            attention) or ``'concat'``.
+        custom_position_ids: if True, inputs are ``[x, position_ids]``.
+    Input shape: ``(batch_size, seq_len, dim)``. Output: ``(batch_size, seq_len, dim)``
+    (``'zero'``: ``(batch_size, seq_len, output_dim)``; ``'concat'``: ``dim + output_dim``).
+    """
+
+    def __init__(self, output_dim, merge_mode="add", custom_position_ids=False, **kwargs):
+        super().__init__(**kwargs)
+        self.output_dim = output_dim
+        self.merge_mode = merge_mode
+        self.custom_position_ids = custom_position_ids
+
+    def call(self, inputs):
+        if self.custom_position_ids:
+            inputs, position_ids = inputs
+        else:
+            position_ids = ops.arange(ops.shape(inputs)[1])[None]
+        embeddings = ops.cast(sinusoidal_embeddings(position_ids, self.output_dim), inputs.dtype)
+        embeddings = ops.broadcast_to(embeddings, ops.shape(inputs)[:2] + (self.output_dim,))
+        if self.merge_mode == "add":
+            return inputs + embeddings
+        if self.merge_mode == "mul":
+            return inputs * (embeddings + 1.0)
+        if self.merge_mode == "zero":
+            return embeddings
+        return ops.concatenate([inputs, embeddings], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        if self.custom_position_ids:
+            input_shape = input_shape[0]
+        if self.merge_mode == "concat":
+            return tuple(input_shape[:-1]) + (input_shape[-1] + self.output_dim,)
+        if self.merge_mode == "zero":
+            return tuple(input_shape[:-1]) + (self.output_dim,)
+        return tuple(input_shape)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "output_dim": self.output_dim,
+            "merge_mode": self.merge_mode,
+            "custom_position_ids": self.custom_position_ids,
+        }
+
+
+@register
+class Sinusoidal(keras.initializers.Initializer):
+    """Initializer: row ``p`` of a ``(rows, dim)`` table is ``[sin(p w_0), cos(p w_0), ...]``."""
+
+    def __call__(self, shape, dtype=None):
+        table = sinusoidal_embeddings(ops.arange(shape[0]), shape[1])
+        return ops.cast(table, dtype or "float32")
+
+
+@register
+class RelativePositionEmbedding(keras.layers.Layer):
+    """Clipped relative position embedding of Shaw et al. 2018, as used by NEZHA.
+
+    Row ``clip(j - i, -m, m) + m`` of an ``(input_dim = 2m + 1, output_dim)`` table for query
+    position ``i`` and key position ``j``; NEZHA (Wei et al. 2019) uses m = 64 and a fixed
+    sinusoidal table (``embeddings_initializer=Sinusoidal()``, ``trainable=False``).
+    Inputs: ``[q, k]`` ``(batch_size, q_len, ...)``, ``(batch_size, k_len, ...)``.
+    Output: ``(q_len, k_len, output_dim)``.
+    """
+
+    def __init__(self, input_dim, output_dim, embeddings_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        self.input_dim = input_dim
+        self.output_dim = output_dim
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(
+            name="embeddings",
+            shape=(self.input_dim, self.output_dim),
+            initializer=self.embeddings_initializer,
+            trainable=self.trainable,
+        )
+
+    def compute_position_ids(self, inputs):
+        q, k = inputs
+        q_idxs = ops.arange(ops.shape(q)[1])
+        k_idxs = ops.arange(ops.shape(k)[1])
+        max_distance = (self.input_dim - 1) // 2
+        relative = ops.clip(k_idxs[None, :] - q_idxs[:, None], -max_distance, max_distance)
+        return relative + max_distance
+
+    def call(self, inputs):
+        return ops.take(self.embeddings, self.compute_position_ids(inputs), axis=0)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][1], input_shape[1][1], self.output_dim)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "input_dim": self.input_dim,
+            "output_dim": self.output_dim,
+            "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
+        }
+
+
+@register
+class RelativePositionEmbeddingT5(RelativePositionEmbedding):
+    """T5's bucketed relative position bias (Raffel et al. 2020; Mesh-TF numerics).
+
+    Args:
+        input_dim: number of buckets (``relative_attention_num_buckets``, 32).
+        output_dim: number of heads.
+        max_distance: distance of the last bucket (``relative_attention_max_distance``, 128).
+        bidirectional: True in the encoder, False in the decoder.
+    Inputs: ``[q, k]``. Output: ``(q_len, k_len, heads)`` float bias.
+    """
+
+    def __init__(self, input_dim, output_dim, max_distance=128, bidirectional=True, **kwargs):
+        super().__init__(input_dim, output_dim, **kwargs)
+        self.max_distance = max_distance
+        self.bidirectional = bidirectional
+
+    def compute_position_ids(self, inputs):
+        q, k = inputs
+        q_idxs = ops.arange(ops.shape(q)[1])
+        k_idxs = ops.arange(ops.shape(k)[1])
+        return t5_relative_position_buckets(
+            k_idxs[None, :] - q_idxs[:, None],
+            bidirectional=self.bidirectional,
+            num_buckets=self.input_dim,
+            max_distance=self.max_distance,
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "max_distance": self.max_distance,
+            "bidirectional": self.bidirectional,
+        }
