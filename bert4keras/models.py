@@ -2,21 +2,20 @@
 
 Owns: the `Transformer` base (inputs, layer cache, weight loading/saving), one class per model
 family with its `variable_mapping()` (official TF checkpoint names) beside its
-`hf_variable_mapping()` (Hugging Face safetensors names), the checkpoint readers/writer, and
-`build_transformer_model`.
+`hf_variable_mapping()` (Hugging Face safetensors names), config reading, and
+`build_transformer_model`. File formats live in `checkpoints.py`.
 """
 
-import glob
 import json
 import os
-import tempfile
 import warnings
-from typing import NamedTuple
 
 import keras
 import numpy as np
 from keras import ops
 
+from bert4keras.backend import get_activation
+from bert4keras.checkpoints import CheckpointReader, T, Var, as_var, collect_stored, write_tf_checkpoint
 from bert4keras.layers import (
     AttentionMask,
     BiasAdd,
@@ -25,169 +24,13 @@ from bert4keras.layers import (
     LayerNormalization,
     MultiHeadAttention,
     PositionEmbedding,
+    RelativePositionEmbedding,
+    RelativePositionEmbeddingT5,
+    SequenceMasking,
+    Sinusoidal,
+    SinusoidalPositionEmbedding,
     TakeToken,
 )
-
-
-class Var(NamedTuple):
-    """One checkpoint variable in a mapping, with how it is laid out there.
-
-    Args:
-        name: the variable's name in the checkpoint.
-        transpose: stored as the transpose of our weight (torch ``Linear.weight``, BERT's
-            ``cls/seq_relationship/output_weights``).
-        vocab: rows follow the token vocabulary, so ``keep_tokens`` / ``compound_tokens`` apply.
-        offset: leading rows of the stored table to skip (HF RoBERTa's position table starts
-            at ``pad_token_id + 1``).
-    """
-
-    name: str
-    transpose: bool = False
-    vocab: bool = False
-    offset: int = 0
-
-
-def T(name):
-    """A variable stored transposed (torch ``nn.Linear.weight`` is ``(out, in)``)."""
-    return Var(name, transpose=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoint readers and writer: they know file formats, not model names.
-
-
-class CheckpointReader:
-    """Read-only ``{name: ndarray}`` view of a checkpoint, loaded lazily by name.
-
-    Opens a Google TF1 checkpoint (a prefix such as ``bert_model.ckpt``, or a directory with a
-    ``checkpoint`` state file or a single ``*.index`` file), a ``.safetensors`` file, or a Hugging
-    Face model directory containing ``model.safetensors``. Pickle-based files (``.bin``,
-    ``.pt``) are refused: they can run arbitrary code when loaded.
-
-    Attributes:
-        format: ``'tf'`` or ``'hf'``.
-        path: the resolved file or prefix.
-    Raises:
-        FileNotFoundError: nothing readable at ``path``.
-        ValueError: a pickle-based file.
-    """
-
-    def __init__(self, path, strip_prefixes=()):
-        path = os.fspath(path)
-        self.path, self.format = self._resolve(path)
-        if self.format == "hf":
-            from safetensors import safe_open
-
-            self._file = safe_open(self.path, framework="numpy")
-            self._keys = {}
-            for key in self._file.keys():
-                short = key
-                for prefix in strip_prefixes:
-                    if key.startswith(prefix):
-                        short = key[len(prefix):]
-                        break
-                self._keys.setdefault(short, key)
-        else:
-            import tensorflow as tf
-
-            self._reader = tf.train.load_checkpoint(self.path)
-            self._shapes = self._reader.get_variable_to_shape_map()
-
-    @staticmethod
-    def _resolve(path):
-        if os.path.isdir(path):
-            for name in ("model.safetensors",):
-                if os.path.isfile(os.path.join(path, name)):
-                    return os.path.join(path, name), "hf"
-            state = os.path.join(path, "checkpoint")
-            if os.path.isfile(state):
-                import tensorflow as tf
-
-                prefix = tf.train.latest_checkpoint(path)
-                if prefix:
-                    return prefix, "tf"
-            indexes = glob.glob(os.path.join(path, "*.index"))
-            if len(indexes) == 1:
-                return indexes[0][: -len(".index")], "tf"
-            if glob.glob(os.path.join(path, "*.bin")) or glob.glob(os.path.join(path, "*.pt")):
-                raise ValueError(
-                    f"Checkpoint directory '{path}' holds only pickle-based weights (*.bin/*.pt), "
-                    "which are not loaded because unpickling can run arbitrary code; convert "
-                    "them to model.safetensors."
-                )
-            raise FileNotFoundError(
-                f"No checkpoint found in directory '{path}': expected model.safetensors, a TF "
-                "'checkpoint' state file, or exactly one '*.index' file."
-            )
-        if path.endswith(".safetensors"):
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"Checkpoint file '{path}' does not exist.")
-            return path, "hf"
-        if path.endswith((".bin", ".pt", ".pth", ".pkl")):
-            raise ValueError(
-                f"Checkpoint '{path}' is pickle-based and is not loaded because unpickling can "
-                "run arbitrary code; convert it to safetensors."
-            )
-        if path.endswith(".index"):
-            path = path[: -len(".index")]
-        if os.path.isfile(path + ".index"):
-            return path, "tf"
-        raise FileNotFoundError(
-            f"Checkpoint '{path}' not found: expected a TF checkpoint prefix (with "
-            f"'{os.path.basename(path)}.index' beside it), a .safetensors file or a directory."
-        )
-
-    def __contains__(self, name):
-        return name in (self._keys if self.format == "hf" else self._shapes)
-
-    def names(self):
-        return list(self._keys if self.format == "hf" else self._shapes)
-
-    def shape(self, name):
-        if self.format == "hf":
-            return tuple(self._file.get_slice(self._keys[name]).get_shape())
-        return tuple(self._shapes[name])
-
-    def __getitem__(self, name):
-        if self.format == "hf":
-            return self._file.get_tensor(self._keys[name])
-        return self._reader.get_tensor(name)
-
-
-def write_tf_checkpoint(prefix, variables):
-    """Write ``{name: ndarray}`` as a TF1 checkpoint (``prefix.index`` + ``prefix.data-*``).
-
-    The files are written in a temporary directory beside ``prefix`` and then renamed into
-    place (data before index), so an interrupted save leaves any earlier checkpoint intact.
-    Readable by ``tf.train.load_checkpoint`` and by TF1's ``tf.train.Saver``.
-    """
-    import tensorflow as tf
-
-    prefix = os.path.abspath(os.fspath(prefix))
-    directory = os.path.dirname(prefix)
-    os.makedirs(directory, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=directory, prefix=".tmp-ckpt-") as tmp:
-        tmp_prefix = os.path.join(tmp, "model.ckpt")
-        with tf.Graph().as_default():
-            tf_vars, feeds, assigns = [], {}, []
-            for name, value in variables.items():
-                value = np.asarray(value)
-                var = tf.compat.v1.Variable(tf.zeros(value.shape, value.dtype), name=name)
-                placeholder = tf.compat.v1.placeholder(value.dtype, value.shape)
-                assigns.append(var.assign(placeholder))
-                feeds[placeholder] = value
-                tf_vars.append(var)
-            saver = tf.compat.v1.train.Saver(tf_vars)
-            with tf.compat.v1.Session() as sess:
-                sess.run(assigns, feed_dict=feeds)
-                saver.save(sess, tmp_prefix, write_meta_graph=False, write_state=False)
-        files = sorted(os.listdir(tmp), key=lambda f: f.endswith(".index"))
-        for f in files:
-            os.replace(os.path.join(tmp, f), prefix + f[len("model.ckpt"):])
-
-
-# ---------------------------------------------------------------------------------------------
-# Model families.
 
 
 class Transformer:
@@ -200,19 +43,30 @@ class Transformer:
     Args:
         vocab_size, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size:
             int sizes (Google BERT config names).
-        hidden_act: str activation of the feed-forward block (``'gelu'`` = erf form).
+        hidden_act: activation of the feed-forward block (``'gelu'`` = erf form,
+            ``'gelu_new'`` = tanh form; a list gives a gated block).
         dropout_rate, attention_dropout_rate: float.
         embedding_size: int, defaults to hidden_size.
         attention_head_size, attention_key_size: int, default ``hidden_size // heads``.
         sequence_length: int or None, static input length.
         keep_tokens: list of int, rows of the checkpoint's vocabulary to keep (in that order).
-        compound_tokens: list of lists of int; appends rows equal to the mean of those rows.
-        layer_norm_epsilon: float. pad_token_id: int or None (padding mask; None = no mask).
+        compound_tokens: list of lists of int (ids after ``keep_tokens``); appends rows equal
+            to the mean of those rows.
+        layer_norm_epsilon: float (default: the family's).
+        pad_token_id: int or None, the padding id masked out of attention (default: the
+            family's; None = no padding mask).
         initializer_range: float, stddev of the truncated-normal initializer.
         application: ``'encoder'``, ``'lm'`` (causal mask) or ``'unilm'`` (seq2seq mask).
         ignore_invalid_weights: bool, warn instead of raising on missing/mis-shaped variables.
+        layers: dict of already-built layers to share (T5's encoder and decoder).
         name: str, the Keras model's name.
     """
+
+    default_layer_norm_epsilon = 1e-12
+    default_pad_token_id = 0
+    hf_prefixes = ()
+    #: applications this family can be built for (its own mask decides the rest).
+    applications = ("encoder", "lm", "unilm")
 
     def __init__(
         self,
@@ -230,11 +84,12 @@ class Transformer:
         sequence_length=None,
         keep_tokens=None,
         compound_tokens=None,
-        layer_norm_epsilon=1e-12,
-        pad_token_id=0,
+        layer_norm_epsilon=None,
+        pad_token_id="default",
         initializer_range=0.02,
         application="encoder",
         ignore_invalid_weights=False,
+        layers=None,
         name=None,
         **kwargs,
     ):
@@ -258,13 +113,19 @@ class Transformer:
         self.sequence_length = sequence_length
         self.keep_tokens = keep_tokens
         self.compound_tokens = compound_tokens
-        self.layer_norm_epsilon = layer_norm_epsilon
-        self.pad_token_id = pad_token_id
+        self.layer_norm_epsilon = layer_norm_epsilon or self.default_layer_norm_epsilon
+        self.pad_token_id = self.default_pad_token_id if pad_token_id == "default" else pad_token_id
         self.initializer_range = initializer_range
+        if application not in self.applications:
+            raise ValueError(
+                f"model {type(self).__name__} cannot be built with application={application!r}; "
+                f"it supports {list(self.applications)}."
+            )
         self.application = application
         self.ignore_invalid_weights = ignore_invalid_weights
         self.name = name
-        self.layers = {}
+        self.layers = {} if layers is None else layers
+        self.position_bias = None
         self.built = False
 
     @property
@@ -304,6 +165,12 @@ class Transformer:
             return self.layers[name]
         return self.layers[name](inputs, **(arguments or {}))
 
+    def input(self, name, shape=None, dtype="int32"):
+        shape = (self.sequence_length,) if shape is None else shape
+        if name not in self.layers:
+            self.layers[name] = keras.Input(shape=shape, dtype=dtype, name=name)
+        return self.layers[name]
+
     def compute_attention_mask(self, inputs):
         """Boolean mask ``(batch_size, 1, q_len or 1, k_len)`` for `self.application`."""
         mode = {"encoder": "padding", "lm": "causal", "unilm": "unilm"}[self.application]
@@ -316,6 +183,10 @@ class Transformer:
             name="Attention-Mask",
         )
 
+    def compute_position_bias(self, x):
+        """The position tensor given to every attention layer (None for absolute positions)."""
+        return None
+
     # -- weights ------------------------------------------------------------------------------
 
     def variable_mapping(self):
@@ -326,15 +197,13 @@ class Transformer:
         """The same as `variable_mapping`, with Hugging Face safetensors names."""
         return {}
 
-    hf_prefixes = ()
+    def mapping_for(self, reader):
+        """The mapping matching the checkpoint's format (families with several override)."""
+        return self.variable_mapping() if reader.format == "tf" else self.hf_variable_mapping()
 
-    def _mapping_for(self, reader):
-        mapping = self.variable_mapping() if reader.format == "tf" else self.hf_variable_mapping()
-        mapping = {k: [v if isinstance(v, Var) else Var(v) for v in vs] for k, vs in mapping.items()}
-        return {k: v for k, v in mapping.items() if k in self.layers}
-
-    def load_embeddings(self, embeddings):
-        """Apply ``keep_tokens`` and ``compound_tokens`` to rows that follow the vocabulary."""
+    def load_embeddings(self, embeddings, axis=0):
+        """Apply ``keep_tokens`` and ``compound_tokens`` along the vocabulary axis."""
+        embeddings = np.moveaxis(embeddings, axis, 0)
         if self.keep_tokens is not None:
             out_of_range = [i for i in self.keep_tokens if not 0 <= i < embeddings.shape[0]]
             if out_of_range:
@@ -346,20 +215,19 @@ class Transformer:
         if self.compound_tokens is not None:
             rows = [np.mean(embeddings[ids], axis=0) for ids in self.compound_tokens]
             embeddings = np.concatenate([embeddings, np.stack(rows)], axis=0)
-        return embeddings
+        return np.moveaxis(embeddings, 0, axis)
 
     def load_variable(self, reader, var):
-        value = reader[var.name]
-        if var.transpose:
-            value = value.T
-        if var.offset:
-            value = value[var.offset:]
-        if var.vocab:
-            value = self.load_embeddings(value)
+        value = var.to_weight(reader[var.name])
+        if var.vocab is not None:
+            value = self.load_embeddings(value, var.vocab)
         return value
 
     def load_weights_from_checkpoint(self, checkpoint, mapping=None):
         """Load an official TF checkpoint or HF safetensors into the model.
+
+        Variables of the checkpoint that the mapping does not name (optimizer slots,
+        ``global_step``, heads the model was built without) are ignored.
 
         Args:
             checkpoint: path (see `CheckpointReader`).
@@ -370,13 +238,12 @@ class Transformer:
                 ``ignore_invalid_weights=True`` made it a warning and the weight was skipped.
         """
         reader = CheckpointReader(checkpoint, strip_prefixes=self.hf_prefixes)
-        if mapping is None:
-            mapping = self._mapping_for(reader)
-        else:
-            mapping = {k: [v if isinstance(v, Var) else Var(v) for v in vs] for k, vs in mapping.items()}
+        mapping = self.mapping_for(reader) if mapping is None else mapping
         for layer_name, specs in mapping.items():
+            if layer_name not in self.layers:
+                continue
             weights = self.layers[layer_name].weights
-            for weight, spec in zip(weights, specs):
+            for weight, spec in zip(weights, map(as_var, specs)):
                 problem = None
                 if spec.name not in reader:
                     problem = (
@@ -403,21 +270,19 @@ class Transformer:
 
         Args:
             filename: checkpoint prefix, e.g. ``out/bert_model.ckpt``.
-            mapping: optional override of `variable_mapping()`.
+            mapping: optional override of `variable_mapping()` (e.g. GPT-2's
+                `openai_variable_mapping()`).
             dtype: optional NumPy dtype to cast to (default: the weights' dtype).
         """
         mapping = self.variable_mapping() if mapping is None else mapping
-        variables = {}
+        pairs = []
         for layer_name, specs in mapping.items():
             if layer_name not in self.layers:
                 continue
-            for weight, spec in zip(self.layers[layer_name].weights, specs):
-                spec = spec if isinstance(spec, Var) else Var(spec)
+            for weight, spec in zip(self.layers[layer_name].weights, map(as_var, specs)):
                 value = ops.convert_to_numpy(weight)
-                if spec.transpose:
-                    value = value.T
-                variables[spec.name] = value.astype(dtype) if dtype else value
-        write_tf_checkpoint(filename, variables)
+                pairs.append((spec, value.astype(dtype) if dtype else value))
+        write_tf_checkpoint(filename, collect_stored(pairs))
 
 
 class BERT(Transformer):
@@ -431,6 +296,7 @@ class BERT(Transformer):
         with_mlm: bool or activation, adds the tied masked-LM head (softmax by default;
             ``'linear'`` gives logits).
         hierarchical_position: None/True/float, see `PositionEmbedding`.
+        custom_position_ids: bool, adds an ``Input-Position`` input of position ids.
     Inputs: ``Input-Token`` (and ``Input-Segment``), int32 ``(batch_size, seq_len)``.
     Outputs (bert4keras's convention): the last hidden states ``(batch_size, seq_len,
     hidden_size)`` alone; with one head, that head's output alone (pooled
@@ -439,15 +305,20 @@ class BERT(Transformer):
     """
 
     hf_prefixes = ("bert.",)
+    #: bert4keras's p_bias of the attention layers (None: absolute position embeddings).
+    p_bias = None
+    #: whether Dense/attention/feed-forward layers have biases.
+    use_bias = True
 
     def __init__(
         self,
-        max_position,
+        max_position=512,
         segment_vocab_size=2,
         with_pool=False,
         with_nsp=False,
         with_mlm=False,
         hierarchical_position=None,
+        custom_position_ids=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -458,13 +329,14 @@ class BERT(Transformer):
         # As bert4keras: a language model (lm / unilm) predicts tokens unless told otherwise.
         self.with_mlm = with_mlm or (self.application in ("lm", "unilm"))
         self.hierarchical_position = hierarchical_position
+        self.custom_position_ids = custom_position_ids
 
     def get_inputs(self):
-        inputs = [keras.Input(shape=(self.sequence_length,), dtype="int32", name="Input-Token")]
+        inputs = [self.input("Input-Token")]
         if self.segment_vocab_size > 0:
-            inputs.append(
-                keras.Input(shape=(self.sequence_length,), dtype="int32", name="Input-Segment")
-            )
+            inputs.append(self.input("Input-Segment"))
+        if self.custom_position_ids:
+            inputs.append(self.input("Input-Position"))
         return inputs
 
     def compute_attention_mask(self, inputs):
@@ -472,10 +344,28 @@ class BERT(Transformer):
             raise ValueError("application='unilm' needs segment ids: segment_vocab_size must be > 0.")
         return super().compute_attention_mask(inputs)
 
-    def apply_embeddings(self, inputs):
-        x = inputs[0]
-        x = self.apply(
+    def norm(self, x, name):
+        """The family's LayerNormalization (post-LN BERT: mean/variance, gamma and beta)."""
+        return self.apply(inputs=x, layer=LayerNormalization, epsilon=self.layer_norm_epsilon, name=name)
+
+    def dropout(self, x, name):
+        return self.apply(inputs=x, layer=keras.layers.Dropout, rate=self.dropout_rate, name=name)
+
+    def dense(self, x, units, name, activation=None, use_bias=None):
+        return self.apply(
             inputs=x,
+            layer=keras.layers.Dense,
+            units=units,
+            activation=get_activation(activation),
+            use_bias=self.use_bias if use_bias is None else use_bias,
+            kernel_initializer=self.initializer,
+            name=name,
+        )
+
+    def apply_token_embeddings(self, inputs):
+        """Token (+ segment) embeddings, ``(batch_size, seq_len, embedding_size)``."""
+        x = self.apply(
+            inputs=inputs[0],
             layer=Embedding,
             input_dim=self.vocab_size,
             output_dim=self.embedding_size,
@@ -492,7 +382,14 @@ class BERT(Transformer):
                 name="Embedding-Segment",
             )
             x = self.apply(inputs=[x, s], layer=keras.layers.Add, name="Embedding-Token-Segment")
-        x = self.apply(
+        return x
+
+    def apply_position_embeddings(self, x, inputs):
+        if self.p_bias is not None:  # relative / rotary families have no absolute positions
+            return x
+        if self.custom_position_ids:
+            x = [x, inputs[-1]]
+        return self.apply(
             inputs=x,
             layer=PositionEmbedding,
             input_dim=self.max_position,
@@ -500,107 +397,113 @@ class BERT(Transformer):
             merge_mode="add",
             hierarchical=self.hierarchical_position,
             embeddings_initializer=self.initializer,
+            custom_position_ids=self.custom_position_ids,
             name="Embedding-Position",
         )
-        x = self.apply(
-            inputs=x, layer=LayerNormalization, epsilon=self.layer_norm_epsilon, name="Embedding-Norm"
-        )
-        x = self.apply(inputs=x, layer=keras.layers.Dropout, rate=self.dropout_rate, name="Embedding-Dropout")
+
+    def apply_embeddings(self, inputs):
+        x = self.apply_token_embeddings(inputs)
+        x = self.apply_position_embeddings(x, inputs)
+        x = self.norm(x, "Embedding-Norm")
+        x = self.dropout(x, "Embedding-Dropout")
         if self.embedding_size != self.hidden_size:
-            x = self.apply(
-                inputs=x,
-                layer=keras.layers.Dense,
-                units=self.hidden_size,
-                kernel_initializer=self.initializer,
-                name="Embedding-Mapping",
-            )
+            x = self.dense(x, self.hidden_size, "Embedding-Mapping")
         return x
 
-    def apply_main_layers(self, x, index):
-        """One post-LN block: x = LN(x + Dropout(MHA(x))); x = LN(x + Dropout(FFN(x)))."""
-        attention_name = f"Transformer-{index}-MultiHeadSelfAttention"
-        feed_forward_name = f"Transformer-{index}-FeedForward"
-        xi = x
-        x = self.apply(
-            inputs=[x, x, x, self.attention_mask],
+    def block_name(self, index, suffix):
+        """Name of block ``index``'s sublayer; ALBERT shares one name across blocks."""
+        return f"Transformer-{index}-{suffix}"
+
+    def attention(self, x, name, mask=None, context=None, position=None):
+        """Multi-head attention of ``x`` over ``context`` (default: self-attention)."""
+        context = x if context is None else context
+        inputs = [x, context, context]
+        if mask is not None:
+            inputs.append(mask)
+        if position is not None:
+            inputs.append(position)
+        return self.apply(
+            inputs=inputs,
             layer=MultiHeadAttention,
+            arguments={"p_bias": self.p_bias if position is not None else None},
             heads=self.num_attention_heads,
             head_size=self.attention_head_size,
             out_dim=self.hidden_size,
             key_size=self.attention_key_size,
+            use_bias=self.use_bias,
+            attention_scale=self.attention_scale,
             attention_dropout=self.attention_dropout_rate,
             kernel_initializer=self.initializer,
-            name=attention_name,
+            name=name,
         )
-        x = self.apply(inputs=x, layer=keras.layers.Dropout, rate=self.dropout_rate, name=f"{attention_name}-Dropout")
-        x = self.apply(inputs=[xi, x], layer=keras.layers.Add, name=f"{attention_name}-Add")
-        x = self.apply(
-            inputs=x, layer=LayerNormalization, epsilon=self.layer_norm_epsilon, name=f"{attention_name}-Norm"
-        )
-        xi = x
-        x = self.apply(
+
+    attention_scale = True
+
+    def feed_forward(self, x, name):
+        return self.apply(
             inputs=x,
             layer=FeedForward,
             units=self.intermediate_size,
             activation=self.hidden_act,
+            use_bias=self.use_bias,
             kernel_initializer=self.initializer,
-            name=feed_forward_name,
+            name=name,
         )
-        x = self.apply(inputs=x, layer=keras.layers.Dropout, rate=self.dropout_rate, name=f"{feed_forward_name}-Dropout")
+
+    def apply_main_layers(self, x, index):
+        """One post-LN block: x = LN(x + Dropout(MHA(x))); x = LN(x + Dropout(FFN(x)))."""
+        attention_name = self.block_name(index, "MultiHeadSelfAttention")
+        feed_forward_name = self.block_name(index, "FeedForward")
+        position = self.compute_position_bias(x)
+        xi = x
+        x = self.attention(x, attention_name, mask=self.attention_mask, position=position)
+        x = self.dropout(x, f"{attention_name}-Dropout")
+        x = self.apply(inputs=[xi, x], layer=keras.layers.Add, name=f"{attention_name}-Add")
+        x = self.norm(x, f"{attention_name}-Norm")
+        xi = x
+        x = self.feed_forward(x, feed_forward_name)
+        x = self.dropout(x, f"{feed_forward_name}-Dropout")
         x = self.apply(inputs=[xi, x], layer=keras.layers.Add, name=f"{feed_forward_name}-Add")
-        x = self.apply(
-            inputs=x, layer=LayerNormalization, epsilon=self.layer_norm_epsilon, name=f"{feed_forward_name}-Norm"
-        )
+        x = self.norm(x, f"{feed_forward_name}-Norm")
         return x
+
+    def apply_pooler(self, x):
+        pooled = self.apply(inputs=x, layer=TakeToken, index=0, name="Pooler")
+        pooled = self.dense(pooled, self.hidden_size, "Pooler-Dense",
+                            activation="tanh" if self.with_pool is True else self.with_pool)
+        if self.with_nsp:
+            pooled = self.dense(pooled, 2, "NSP-Proba",
+                                activation="softmax" if self.with_nsp is True else self.with_nsp)
+        return pooled
+
+    mlm_activation = None  # None: the feed-forward activation
+
+    def apply_mlm(self, x):
+        activation = self.mlm_activation or self.hidden_act
+        y = self.dense(x, self.embedding_size, "MLM-Dense", activation=activation)
+        y = self.norm(y, "MLM-Norm")
+        y = self.apply(inputs=y, layer=Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
+        y = self.apply(inputs=y, layer=BiasAdd, name="MLM-Bias")
+        activation = "softmax" if self.with_mlm is True else self.with_mlm
+        return self.apply(inputs=y, layer=keras.layers.Activation, activation=activation, name="MLM-Activation")
 
     def apply_final_layers(self, x):
         outputs = [x]
         if self.with_pool:
-            pooled = self.apply(inputs=x, layer=TakeToken, index=0, name="Pooler")
-            pooled = self.apply(
-                inputs=pooled,
-                layer=keras.layers.Dense,
-                units=self.hidden_size,
-                activation="tanh" if self.with_pool is True else self.with_pool,
-                kernel_initializer=self.initializer,
-                name="Pooler-Dense",
-            )
-            if self.with_nsp:
-                pooled = self.apply(
-                    inputs=pooled,
-                    layer=keras.layers.Dense,
-                    units=2,
-                    activation="softmax" if self.with_nsp is True else self.with_nsp,
-                    kernel_initializer=self.initializer,
-                    name="NSP-Proba",
-                )
-            outputs.append(pooled)
+            outputs.append(self.apply_pooler(x))
         if self.with_mlm:
-            from bert4keras.backend import get_activation
-
-            y = self.apply(
-                inputs=x,
-                layer=keras.layers.Dense,
-                units=self.embedding_size,
-                activation=get_activation(self.hidden_act),
-                kernel_initializer=self.initializer,
-                name="MLM-Dense",
-            )
-            y = self.apply(inputs=y, layer=LayerNormalization, epsilon=self.layer_norm_epsilon, name="MLM-Norm")
-            y = self.apply(inputs=y, layer=Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
-            y = self.apply(inputs=y, layer=BiasAdd, name="MLM-Bias")
-            activation = "softmax" if self.with_mlm is True else self.with_mlm
-            y = self.apply(inputs=y, layer=keras.layers.Activation, activation=activation, name="MLM-Activation")
-            outputs.append(y)
+            outputs.append(self.apply_mlm(x))
         if len(outputs) == 1:
             return outputs[0]
         if len(outputs) == 2:
             return outputs[1]
         return outputs[1:]
 
+    # -- official names ---------------------------------------------------------------------
+
     def variable_mapping(self):
         mapping = {
-            "Embedding-Token": [Var("bert/embeddings/word_embeddings", vocab=True)],
+            "Embedding-Token": [Var("bert/embeddings/word_embeddings", vocab=0)],
             "Embedding-Segment": ["bert/embeddings/token_type_embeddings"],
             "Embedding-Position": ["bert/embeddings/position_embeddings"],
             "Embedding-Norm": ["bert/embeddings/LayerNorm/beta", "bert/embeddings/LayerNorm/gamma"],
@@ -610,19 +513,19 @@ class BERT(Transformer):
             ],
             "Pooler-Dense": ["bert/pooler/dense/kernel", "bert/pooler/dense/bias"],
             "NSP-Proba": [T("cls/seq_relationship/output_weights"), "cls/seq_relationship/output_bias"],
-            "MLM-Dense": [
-                "cls/predictions/transform/dense/kernel",
-                "cls/predictions/transform/dense/bias",
-            ],
-            "MLM-Norm": [
-                "cls/predictions/transform/LayerNorm/beta",
-                "cls/predictions/transform/LayerNorm/gamma",
-            ],
-            "MLM-Bias": [Var("cls/predictions/output_bias", vocab=True)],
+            "MLM-Dense": ["cls/predictions/transform/dense/kernel", "cls/predictions/transform/dense/bias"],
+            "MLM-Norm": ["cls/predictions/transform/LayerNorm/beta", "cls/predictions/transform/LayerNorm/gamma"],
+            "MLM-Bias": [Var("cls/predictions/output_bias", vocab=0)],
         }
         for i in range(self.num_hidden_layers):
-            prefix = f"bert/encoder/layer_{i}/"
-            mapping[f"Transformer-{i}-MultiHeadSelfAttention"] = [
+            mapping.update(self.official_block_mapping(self.block_name(i, ""), f"bert/encoder/layer_{i}/"))
+        return mapping
+
+    @staticmethod
+    def official_block_mapping(name, prefix):
+        """One BERT block under Google's names; ``name`` is the block's layer-name prefix."""
+        return {
+            f"{name}MultiHeadSelfAttention": [
                 prefix + "attention/self/query/kernel",
                 prefix + "attention/self/query/bias",
                 prefix + "attention/self/key/kernel",
@@ -631,45 +534,46 @@ class BERT(Transformer):
                 prefix + "attention/self/value/bias",
                 prefix + "attention/output/dense/kernel",
                 prefix + "attention/output/dense/bias",
-            ]
-            mapping[f"Transformer-{i}-MultiHeadSelfAttention-Norm"] = [
+            ],
+            f"{name}MultiHeadSelfAttention-Norm": [
                 prefix + "attention/output/LayerNorm/beta",
                 prefix + "attention/output/LayerNorm/gamma",
-            ]
-            mapping[f"Transformer-{i}-FeedForward"] = [
+            ],
+            f"{name}FeedForward": [
                 prefix + "intermediate/dense/kernel",
                 prefix + "intermediate/dense/bias",
                 prefix + "output/dense/kernel",
                 prefix + "output/dense/bias",
-            ]
-            mapping[f"Transformer-{i}-FeedForward-Norm"] = [
+            ],
+            f"{name}FeedForward-Norm": [
                 prefix + "output/LayerNorm/beta",
                 prefix + "output/LayerNorm/gamma",
-            ]
-        return mapping
+            ],
+        }
 
     def hf_variable_mapping(self):
         """BertModel / BertForPreTraining names (the ``bert.`` prefix is optional)."""
         mapping = {
-            "Embedding-Token": [Var("embeddings.word_embeddings.weight", vocab=True)],
+            "Embedding-Token": [Var("embeddings.word_embeddings.weight", vocab=0)],
             "Embedding-Segment": ["embeddings.token_type_embeddings.weight"],
             "Embedding-Position": ["embeddings.position_embeddings.weight"],
             "Embedding-Norm": ["embeddings.LayerNorm.bias", "embeddings.LayerNorm.weight"],
+            "Embedding-Mapping": [T("embeddings_project.weight"), "embeddings_project.bias"],
             "Pooler-Dense": [T("pooler.dense.weight"), "pooler.dense.bias"],
             "NSP-Proba": [T("cls.seq_relationship.weight"), "cls.seq_relationship.bias"],
             "MLM-Dense": [T("cls.predictions.transform.dense.weight"), "cls.predictions.transform.dense.bias"],
             "MLM-Norm": ["cls.predictions.transform.LayerNorm.bias", "cls.predictions.transform.LayerNorm.weight"],
-            "MLM-Bias": [Var("cls.predictions.bias", vocab=True)],
+            "MLM-Bias": [Var("cls.predictions.bias", vocab=0)],
         }
         for i in range(self.num_hidden_layers):
-            prefix = f"encoder.layer.{i}."
-            mapping.update(self._hf_block_mapping(i, prefix))
+            mapping.update(self.hf_block_mapping(self.block_name(i, ""), f"encoder.layer.{i}."))
         return mapping
 
     @staticmethod
-    def _hf_block_mapping(i, prefix):
+    def hf_block_mapping(name, prefix):
+        """One BERT block under HF ``BertLayer`` names."""
         return {
-            f"Transformer-{i}-MultiHeadSelfAttention": [
+            f"{name}MultiHeadSelfAttention": [
                 T(prefix + "attention.self.query.weight"),
                 prefix + "attention.self.query.bias",
                 T(prefix + "attention.self.key.weight"),
@@ -679,17 +583,17 @@ class BERT(Transformer):
                 T(prefix + "attention.output.dense.weight"),
                 prefix + "attention.output.dense.bias",
             ],
-            f"Transformer-{i}-MultiHeadSelfAttention-Norm": [
+            f"{name}MultiHeadSelfAttention-Norm": [
                 prefix + "attention.output.LayerNorm.bias",
                 prefix + "attention.output.LayerNorm.weight",
             ],
-            f"Transformer-{i}-FeedForward": [
+            f"{name}FeedForward": [
                 T(prefix + "intermediate.dense.weight"),
                 prefix + "intermediate.dense.bias",
                 T(prefix + "output.dense.weight"),
                 prefix + "output.dense.bias",
             ],
-            f"Transformer-{i}-FeedForward-Norm": [
+            f"{name}FeedForward-Norm": [
                 prefix + "output.LayerNorm.bias",
                 prefix + "output.LayerNorm.weight",
             ],
@@ -716,20 +620,809 @@ class RoBERTa(BERT):
         ]
         mapping["MLM-Dense"] = [T("lm_head.dense.weight"), "lm_head.dense.bias"]
         mapping["MLM-Norm"] = ["lm_head.layer_norm.bias", "lm_head.layer_norm.weight"]
-        mapping["MLM-Bias"] = [Var("lm_head.bias", vocab=True)]
+        mapping["MLM-Bias"] = [Var("lm_head.bias", vocab=0)]
         return mapping
 
 
-MODELS = {"bert": BERT, "roberta": RoBERTa}
+class ALBERT(BERT):
+    """ALBERT (Lan et al. 2019): one Transformer block shared by all layers, factorized
+    embeddings (``Embedding-Mapping`` when embedding_size != hidden_size)."""
+
+    hf_prefixes = ("albert.",)
+
+    def block_name(self, index, suffix):
+        return f"Transformer-{suffix}"
+
+    _OFFICIAL = "bert/encoder/transformer/group_0/inner_group_0/"
+    _HF = "encoder.albert_layer_groups.0.albert_layers.0."
+
+    def official_shared_block(self, name):
+        p = self._OFFICIAL
+        return {
+            f"{name}MultiHeadSelfAttention": [
+                p + "attention_1/self/query/kernel", p + "attention_1/self/query/bias",
+                p + "attention_1/self/key/kernel", p + "attention_1/self/key/bias",
+                p + "attention_1/self/value/kernel", p + "attention_1/self/value/bias",
+                p + "attention_1/output/dense/kernel", p + "attention_1/output/dense/bias",
+            ],
+            f"{name}MultiHeadSelfAttention-Norm": [p + "LayerNorm/beta", p + "LayerNorm/gamma"],
+            f"{name}FeedForward": [
+                p + "ffn_1/intermediate/dense/kernel", p + "ffn_1/intermediate/dense/bias",
+                p + "ffn_1/intermediate/output/dense/kernel", p + "ffn_1/intermediate/output/dense/bias",
+            ],
+            f"{name}FeedForward-Norm": [p + "LayerNorm_1/beta", p + "LayerNorm_1/gamma"],
+        }
+
+    def hf_shared_block(self, name):
+        p = self._HF
+        return {
+            f"{name}MultiHeadSelfAttention": [
+                T(p + "attention.query.weight"), p + "attention.query.bias",
+                T(p + "attention.key.weight"), p + "attention.key.bias",
+                T(p + "attention.value.weight"), p + "attention.value.bias",
+                T(p + "attention.dense.weight"), p + "attention.dense.bias",
+            ],
+            f"{name}MultiHeadSelfAttention-Norm": [p + "attention.LayerNorm.bias", p + "attention.LayerNorm.weight"],
+            f"{name}FeedForward": [
+                T(p + "ffn.weight"), p + "ffn.bias", T(p + "ffn_output.weight"), p + "ffn_output.bias",
+            ],
+            f"{name}FeedForward-Norm": [p + "full_layer_layer_norm.bias", p + "full_layer_layer_norm.weight"],
+        }
+
+    def block_names(self):
+        return sorted({self.block_name(i, "") for i in range(self.num_hidden_layers)})
+
+    def variable_mapping(self):
+        mapping = {k: v for k, v in super().variable_mapping().items() if not k.startswith("Transformer-")}
+        for name in self.block_names():
+            mapping.update(self.official_shared_block(name))
+        return mapping
+
+    def hf_variable_mapping(self):
+        mapping = {k: v for k, v in super().hf_variable_mapping().items() if not k.startswith("Transformer-")}
+        mapping.update({
+            "Embedding-Mapping": [T("encoder.embedding_hidden_mapping_in.weight"), "encoder.embedding_hidden_mapping_in.bias"],
+            "Pooler-Dense": [T("pooler.weight"), "pooler.bias"],
+            "NSP-Proba": [T("sop_classifier.classifier.weight"), "sop_classifier.classifier.bias"],
+            "MLM-Dense": [T("predictions.dense.weight"), "predictions.dense.bias"],
+            "MLM-Norm": ["predictions.LayerNorm.bias", "predictions.LayerNorm.weight"],
+            "MLM-Bias": [Var("predictions.bias", vocab=0)],
+        })
+        for name in self.block_names():
+            mapping.update(self.hf_shared_block(name))
+        return mapping
+
+
+class ALBERT_Unshared(ALBERT):
+    """ALBERT's weights loaded into an ordinary BERT stack (every block its own copy)."""
+
+    block_name = BERT.block_name
+
+
+class NEZHA(BERT):
+    """NEZHA (Wei et al. 2019): BERT with functional relative positions instead of absolute.
+
+    Attention adds clipped relative position embeddings (a fixed sinusoidal table, max
+    distance ``max_relative_position``, 64) to keys and values; BERT's official names.
+    """
+
+    p_bias = "typical_relative"
+
+    def __init__(self, max_relative_position=64, **kwargs):
+        super().__init__(**kwargs)
+        self.max_relative_position = max_relative_position
+
+    def compute_position_bias(self, x):
+        if self.position_bias is None:
+            self.position_bias = self.apply(
+                inputs=[x, x],
+                layer=RelativePositionEmbedding,
+                input_dim=2 * self.max_relative_position + 1,
+                output_dim=self.attention_key_size,
+                embeddings_initializer=Sinusoidal(),
+                trainable=False,
+                name="Embedding-Relative-Position",
+            )
+        return self.position_bias
+
+
+class RoFormer(BERT):
+    """RoFormer (Su et al. 2021): BERT with rotary position embeddings in attention.
+
+    Official names: bert4keras's converted checkpoints (BERT's); HF ``RoFormerModel`` names.
+    """
+
+    p_bias = "rotary"
+    hf_prefixes = ("roformer.",)
+
+    def __init__(self, rotary_value=False, **kwargs):
+        if rotary_value:
+            raise ValueError("RoFormer with rotary_value=True (rotating values too) is not supported.")
+        super().__init__(**kwargs)
+
+    def compute_position_bias(self, x):
+        if self.position_bias is None:
+            self.position_bias = self.apply(
+                inputs=x,
+                layer=SinusoidalPositionEmbedding,
+                output_dim=self.attention_key_size,
+                merge_mode="zero",
+                name="Embedding-Rotary-Position",
+            )
+        return self.position_bias
+
+
+class RoFormerV2(RoFormer):
+    """RoFormer-V2 (Su 2022, kexue.fm 8998): RoFormer without biases, with parameter-free RMS
+    norms ``x / sqrt(mean(x^2) + eps)``, dropout before the embedding norm and an MLM head
+    that is the tied embedding alone (``Output-Mapping`` first if embedding_size differs).
+    """
+
+    use_bias = False
+
+    def norm(self, x, name):
+        return self.apply(
+            inputs=x,
+            layer=LayerNormalization,
+            zero_mean=False,
+            scale=False,
+            center=False,
+            epsilon=self.layer_norm_epsilon,
+            name=name,
+        )
+
+    def apply_embeddings(self, inputs):
+        x = self.apply_token_embeddings(inputs)
+        x = self.dropout(x, "Embedding-Dropout")
+        x = self.norm(x, "Embedding-Norm")
+        if self.embedding_size != self.hidden_size:
+            x = self.dense(x, self.hidden_size, "Embedding-Mapping")
+        return x
+
+    def apply_final_layers(self, x):
+        if not self.with_mlm:
+            return x
+        if self.embedding_size != self.hidden_size:
+            x = self.dense(x, self.embedding_size, "Output-Mapping")
+        x = self.dropout(x, "Output-MLM-Dropout")
+        x = self.apply(inputs=x, layer=Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
+        activation = "softmax" if self.with_mlm is True else self.with_mlm
+        return self.apply(inputs=x, layer=keras.layers.Activation, activation=activation, name="Output-MLM-Activation")
+
+    def variable_mapping(self):
+        mapping = super().variable_mapping()
+        return {
+            k: [v for v in map(as_var, vs) if not v.name.endswith(("/beta", "/gamma", "/bias"))]
+            for k, vs in mapping.items()
+        }
+
+    def hf_variable_mapping(self):
+        raise ValueError("RoFormer-V2 has no Hugging Face transformers class; load its official checkpoint.")
+
+
+class ELECTRA(BERT):
+    """ELECTRA (Clark et al. 2020): BERT-like encoder with official ``electra/...`` names.
+
+    Extra args:
+        with_discriminator: bool or activation: the replaced-token-detection head
+            ``Discriminator-Dense`` -> ``Discriminator-Prediction``, output ``(batch_size,
+            seq_len, 1)`` (sigmoid probabilities by default; ``'linear'`` for logits).
+        with_mlm: bool or activation: the generator's MLM head (``generator_predictions``);
+            the official pretraining checkpoint keeps the generator's blocks under
+            ``generator/`` (embeddings shared under ``electra/embeddings``).
+    """
+
+    hf_prefixes = ("electra.",)
+    applications = ("encoder",)
+    mlm_activation = "gelu"
+
+    def __init__(self, with_discriminator=False, **kwargs):
+        kwargs.pop("with_pool", None)
+        kwargs.pop("with_nsp", None)
+        super().__init__(**kwargs)
+        self.with_discriminator = with_discriminator
+
+    def apply_final_layers(self, x):
+        if self.with_mlm:
+            return self.apply_mlm(x)
+        if self.with_discriminator:
+            x = self.dense(x, self.hidden_size, "Discriminator-Dense", activation=self.hidden_act)
+            activation = "sigmoid" if self.with_discriminator is True else self.with_discriminator
+            x = self.dense(x, 1, "Discriminator-Prediction", activation=activation)
+        return x
+
+    def variable_mapping(self):
+        body = "generator/" if self.with_mlm else "electra/"
+        mapping = {}
+        for layer, specs in super().variable_mapping().items():
+            renamed = []
+            for spec in map(as_var, specs):
+                name = spec.name.replace("bert/embeddings/", "electra/embeddings/")
+                name = name.replace("bert/encoder/", body + "encoder/")
+                renamed.append(spec._replace(name=name))
+            mapping[layer] = renamed
+        mapping["Embedding-Mapping"] = [body + "embeddings_project/kernel", body + "embeddings_project/bias"]
+        mapping["Discriminator-Dense"] = ["discriminator_predictions/dense/kernel", "discriminator_predictions/dense/bias"]
+        mapping["Discriminator-Prediction"] = ["discriminator_predictions/dense_1/kernel", "discriminator_predictions/dense_1/bias"]
+        mapping["MLM-Dense"] = ["generator_predictions/dense/kernel", "generator_predictions/dense/bias"]
+        mapping["MLM-Norm"] = ["generator_predictions/LayerNorm/beta", "generator_predictions/LayerNorm/gamma"]
+        mapping["MLM-Bias"] = [Var("generator_predictions/output_bias", vocab=0)]
+        return mapping
+
+    def hf_variable_mapping(self):
+        mapping = super().hf_variable_mapping()
+        mapping["Discriminator-Dense"] = [T("discriminator_predictions.dense.weight"), "discriminator_predictions.dense.bias"]
+        mapping["Discriminator-Prediction"] = [
+            T("discriminator_predictions.dense_prediction.weight"),
+            "discriminator_predictions.dense_prediction.bias",
+        ]
+        mapping["MLM-Dense"] = [T("generator_predictions.dense.weight"), "generator_predictions.dense.bias"]
+        mapping["MLM-Norm"] = ["generator_predictions.LayerNorm.bias", "generator_predictions.LayerNorm.weight"]
+        mapping["MLM-Bias"] = [Var("generator_lm_head.bias", vocab=0)]
+        return mapping
+
+
+class GPT(BERT):
+    """GPT (Radford et al. 2018) as bert4keras's converted CDial-GPT checkpoints: post-LN
+    blocks, token + segment + position embeddings without a norm, causal attention and a tied
+    output. Output: ``(batch_size, seq_len, vocab_size)`` probabilities (``final_activation``).
+    """
+
+    applications = ("encoder", "lm")
+    default_pad_token_id = None  # causal attention never looks at trailing padding
+
+    def __init__(self, final_activation="softmax", **kwargs):
+        kwargs.pop("with_pool", None)
+        kwargs.pop("with_mlm", None)
+        kwargs["application"] = "lm"
+        super().__init__(**kwargs)
+        self.with_pool = self.with_mlm = False
+        self.final_activation = final_activation
+
+    def apply_embeddings(self, inputs):
+        x = self.apply_token_embeddings(inputs)
+        x = self.apply_position_embeddings(x, inputs)
+        x = self.dropout(x, "Embedding-Dropout")
+        if self.embedding_size != self.hidden_size:
+            x = self.dense(x, self.hidden_size, "Embedding-Mapping")
+        return x
+
+    def apply_final_layers(self, x):
+        if self.embedding_size != self.hidden_size:
+            x = self.dense(x, self.embedding_size, "Output-Mapping")
+        x = self.apply(inputs=x, layer=Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
+        return self.apply(inputs=x, layer=keras.layers.Activation, activation=self.final_activation, name="LM-Activation")
+
+    def variable_mapping(self):
+        mapping = {}
+        for layer, specs in super().variable_mapping().items():
+            mapping[layer] = [
+                s._replace(name=s.name.replace("bert/", "gpt/").replace("encoder", "transformer"))
+                for s in map(as_var, specs)
+            ]
+        return mapping
+
+    def hf_variable_mapping(self):
+        raise ValueError("GPT (CDial-GPT) is loaded from bert4keras's converted TF checkpoint names.")
+
+
+class GPT2(GPT):
+    """GPT-2 (Radford et al. 2019): pre-LN blocks, ``Output-Norm``, tied output, tanh GELU.
+
+    Loads OpenAI's original TF checkpoint (``model/h%d/attn/c_attn`` fused q|k|v), bert4keras's
+    converted CPM-LM names (``gpt/transformer/layer_%d/...``), and HF ``GPT2LMHeadModel``.
+    Input: ``Input-Token`` only.
+    """
+
+    default_layer_norm_epsilon = 1e-5
+    hf_prefixes = ("transformer.",)
+
+    def __init__(self, **kwargs):
+        kwargs["segment_vocab_size"] = 0
+        super().__init__(**kwargs)
+
+    def norm(self, x, name):
+        return self.apply(inputs=x, layer=LayerNormalization, epsilon=self.layer_norm_epsilon, name=name)
+
+    def apply_main_layers(self, x, index):
+        """x = x + Dropout(MHA(LN(x))); x = x + Dropout(FFN(LN(x)))."""
+        attention_name = self.block_name(index, "MultiHeadSelfAttention")
+        feed_forward_name = self.block_name(index, "FeedForward")
+        xi = x
+        x = self.norm(x, f"{attention_name}-Norm")
+        x = self.attention(x, attention_name, mask=self.attention_mask)
+        x = self.dropout(x, f"{attention_name}-Dropout")
+        x = self.apply(inputs=[xi, x], layer=keras.layers.Add, name=f"{attention_name}-Add")
+        xi = x
+        x = self.norm(x, f"{feed_forward_name}-Norm")
+        x = self.feed_forward(x, feed_forward_name)
+        x = self.dropout(x, f"{feed_forward_name}-Dropout")
+        return self.apply(inputs=[xi, x], layer=keras.layers.Add, name=f"{feed_forward_name}-Add")
+
+    def apply_final_layers(self, x):
+        x = self.norm(x, "Output-Norm")
+        x = self.dropout(x, "Output-Dropout")
+        return super().apply_final_layers(x)
+
+    def mapping_for(self, reader):
+        if reader.format == "tf" and "model/wte" in reader:
+            return self.openai_variable_mapping()
+        return super().mapping_for(reader)
+
+    def variable_mapping(self):
+        """bert4keras's CPM-LM names."""
+        mapping = {}
+        for layer, specs in super().variable_mapping().items():
+            mapping[layer] = [s._replace(name=s.name.replace("output/LayerNorm", "input/LayerNorm")) for s in specs]
+        mapping["Output-Norm"] = ["gpt/output/LayerNorm/beta", "gpt/output/LayerNorm/gamma"]
+        return mapping
+
+    def openai_variable_mapping(self):
+        """OpenAI's released TF checkpoint names (github.com/openai/gpt-2)."""
+        mapping = {
+            "Embedding-Token": [Var("model/wte", vocab=0)],
+            "Embedding-Position": ["model/wpe"],
+            "Output-Norm": ["model/ln_f/b", "model/ln_f/g"],
+        }
+        for i in range(self.num_hidden_layers):
+            p = f"model/h{i}/"
+            mapping.update(self._fused_block(i, p, "/", "w", "b", "g", squeeze=True))
+        return mapping
+
+    def hf_variable_mapping(self):
+        """HF GPT2Model / GPT2LMHeadModel (Conv1D weights are stored ``(in, out)``)."""
+        mapping = {
+            "Embedding-Token": [Var("wte.weight", vocab=0)],
+            "Embedding-Position": ["wpe.weight"],
+            "Output-Norm": ["ln_f.bias", "ln_f.weight"],
+        }
+        for i in range(self.num_hidden_layers):
+            mapping.update(self._fused_block(i, f"h.{i}.", ".", "weight", "bias", "weight", squeeze=False))
+        return mapping
+
+    def _fused_block(self, i, p, sep, w, b, g, squeeze):
+        attention = self.block_name(i, "MultiHeadSelfAttention")
+        feed_forward = self.block_name(i, "FeedForward")
+        c_attn = f"{p}attn{sep}c_attn{sep}"
+        qkv = []
+        for index in range(3):
+            qkv += [Var(c_attn + w, squeeze=squeeze, split=(index, 3)), Var(c_attn + b, split=(index, 3))]
+        c_proj = f"{p}attn{sep}c_proj{sep}"
+        return {
+            f"{attention}-Norm": [f"{p}ln_1{sep}{b}", f"{p}ln_1{sep}{g}"],
+            attention: qkv + [Var(c_proj + w, squeeze=squeeze), c_proj + b],
+            f"{feed_forward}-Norm": [f"{p}ln_2{sep}{b}", f"{p}ln_2{sep}{g}"],
+            feed_forward: [
+                Var(f"{p}mlp{sep}c_fc{sep}{w}", squeeze=squeeze), f"{p}mlp{sep}c_fc{sep}{b}",
+                Var(f"{p}mlp{sep}c_proj{sep}{w}", squeeze=squeeze), f"{p}mlp{sep}c_proj{sep}{b}",
+            ],
+        }
+
+
+class GPT2_ML(GPT):
+    """GPT2-ML (github.com/imcaspar/gpt2-ml): embedding norm, then blocks
+    ``x = x + MHA(x); x = LN1(x + FFN(LN0(x)))``; official ``newslm/...`` names."""
+
+    default_layer_norm_epsilon = 1e-5
+
+    def __init__(self, **kwargs):
+        kwargs["segment_vocab_size"] = 0
+        super().__init__(**kwargs)
+
+    def apply_embeddings(self, inputs):
+        x = self.apply_token_embeddings(inputs)
+        x = self.apply_position_embeddings(x, inputs)
+        x = self.norm(x, "Embedding-Norm")
+        if self.embedding_size != self.hidden_size:
+            x = self.dense(x, self.hidden_size, "Embedding-Mapping")
+        return x
+
+    def apply_main_layers(self, x, index):
+        attention_name = self.block_name(index, "MultiHeadSelfAttention")
+        feed_forward_name = self.block_name(index, "FeedForward")
+        xi = x
+        x = self.attention(x, attention_name, mask=self.attention_mask)
+        x = self.dropout(x, f"{attention_name}-Dropout")
+        x = self.apply(inputs=[xi, x], layer=keras.layers.Add, name=f"{attention_name}-Add")
+        xi = x
+        x = self.norm(x, f"{feed_forward_name}-Norm-0")
+        x = self.feed_forward(x, feed_forward_name)
+        x = self.dropout(x, f"{feed_forward_name}-Dropout")
+        x = self.apply(inputs=[xi, x], layer=keras.layers.Add, name=f"{feed_forward_name}-Add")
+        return self.norm(x, f"{feed_forward_name}-Norm-1")
+
+    def variable_mapping(self):
+        mapping = {
+            "Embedding-Token": [Var("newslm/embeddings/word_embed", vocab=0)],
+            "Embedding-Position": ["newslm/embeddings/pos_embed"],
+            "Embedding-Norm": [
+                "newslm/embeddings/LayerNorm_embed_norm/beta",
+                "newslm/embeddings/LayerNorm_embed_norm/gamma",
+            ],
+        }
+        for i in range(self.num_hidden_layers):
+            p = "newslm/layer%02d/" % i
+            mapping.update({
+                f"Transformer-{i}-MultiHeadSelfAttention": [
+                    p + "query_layer/kernel", p + "query_layer/bias",
+                    p + "key_layer/kernel", p + "key_layer/bias",
+                    p + "value_layer/kernel", p + "value_layer/bias",
+                    p + "context_projection_layer/kernel", p + "context_projection_layer/bias",
+                ],
+                f"Transformer-{i}-FeedForward-Norm-0": [p + "LayerNorm_mlp_ln0/beta", p + "LayerNorm_mlp_ln0/gamma"],
+                f"Transformer-{i}-FeedForward": [
+                    p + "intermediate/kernel", p + "intermediate/bias", p + "output/kernel", p + "output/bias",
+                ],
+                f"Transformer-{i}-FeedForward-Norm-1": [p + "LayerNorm_mlp_ln1/beta", p + "LayerNorm_mlp_ln1/gamma"],
+            })
+        return mapping
+
+    def hf_variable_mapping(self):
+        raise ValueError("GPT2-ML is loaded from its official TF checkpoint names.")
+
+
+class T5_Base(Transformer):
+    """T5 (Raffel et al. 2020), numerics of the official Mesh-TF / HF implementation.
+
+    Pre-norm blocks with RMS LayerNorm (no mean, no beta), no biases, unscaled attention
+    logits with a bucketed relative position bias computed once per stack.
+
+    Extra args:
+        version: ``'t5.1.0'`` (ReLU FFN, logits tied to the embedding and scaled by
+            ``hidden_size**-0.5``), ``'t5.1.1'`` / ``'mt5.1.1'`` (gated-GELU FFN, separate
+            ``Decoder-Output-LM``, no scaling).
+        num_decoder_layers: int, decoder depth (default: num_hidden_layers).
+        relative_attention_num_buckets, relative_attention_max_distance: ints (32, 128).
+        cross_position_bias: bool, add a relative position bias in cross attention too, as
+            bert4keras 0.11.5 did (default False: the official T5 has none there).
+        with_lm: bool or activation for the decoder's output (softmax by default).
+    """
+
+    default_layer_norm_epsilon = 1e-6
+    applications = ("encoder",)
+    hf_prefixes = ()
+
+    def __init__(
+        self,
+        version="t5.1.0",
+        num_decoder_layers=None,
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+        cross_position_bias=False,
+        with_lm=True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if version not in ("t5.1.0", "t5.1.1", "mt5.1.1"):
+            raise ValueError(f"Unknown T5 version {version!r}; expected 't5.1.0', 't5.1.1' or 'mt5.1.1'.")
+        self.version = version
+        self.num_decoder_layers = num_decoder_layers or self.num_hidden_layers
+        self.relative_attention_num_buckets = relative_attention_num_buckets
+        self.relative_attention_max_distance = relative_attention_max_distance
+        self.cross_position_bias = cross_position_bias
+        self.with_lm = with_lm
+
+    def norm(self, x, name):
+        return self.apply(
+            inputs=x,
+            layer=LayerNormalization,
+            center=False,
+            zero_mean=False,
+            epsilon=self.layer_norm_epsilon,
+            name=name,
+        )
+
+    def dropout(self, x, name):
+        return self.apply(inputs=x, layer=keras.layers.Dropout, rate=self.dropout_rate, name=name)
+
+    def attention(self, x, name, mask=None, context=None, position=None):
+        context = x if context is None else context
+        inputs = [x, context, context] + [t for t in (mask, position) if t is not None]
+        return self.apply(
+            inputs=inputs,
+            layer=MultiHeadAttention,
+            arguments={"p_bias": "t5_relative" if position is not None else None},
+            heads=self.num_attention_heads,
+            head_size=self.attention_head_size,
+            out_dim=self.hidden_size,
+            key_size=self.attention_key_size,
+            use_bias=False,
+            attention_scale=False,
+            attention_dropout=self.attention_dropout_rate,
+            kernel_initializer=self.initializer,
+            name=name,
+        )
+
+    def feed_forward(self, x, name):
+        return self.apply(
+            inputs=x,
+            layer=FeedForward,
+            units=self.intermediate_size,
+            activation=self.hidden_act,
+            use_bias=False,
+            kernel_initializer=self.initializer,
+            name=name,
+        )
+
+    def residual(self, x, name, sublayer):
+        """x + Dropout(sublayer(RMSNorm(x))), the T5 pre-norm residual."""
+        y = sublayer(self.norm(x, f"{name}-Norm"))
+        y = self.dropout(y, f"{name}-Dropout")
+        return self.apply(inputs=[x, y], layer=keras.layers.Add, name=f"{name}-Add")
+
+    def relative_position(self, q, k, bidirectional, name):
+        return self.apply(
+            inputs=[q, k],
+            layer=RelativePositionEmbeddingT5,
+            input_dim=self.relative_attention_num_buckets,
+            output_dim=self.num_attention_heads,
+            max_distance=self.relative_attention_max_distance,
+            bidirectional=bidirectional,
+            embeddings_initializer=self.initializer,
+            name=name,
+        )
+
+    def token_embeddings(self, x):
+        return self.apply(
+            inputs=x,
+            layer=Embedding,
+            input_dim=self.vocab_size,
+            output_dim=self.embedding_size,
+            embeddings_initializer=self.initializer,
+            name="Embedding-Token",
+        )
+
+    # -- names --------------------------------------------------------------------------------
+
+    @property
+    def _norm_name(self):
+        return "layer_norm" if self.version == "t5.1.0" else "rms_norm"
+
+    @property
+    def _gated(self):
+        return isinstance(self.hidden_act, (list, tuple)) and len(self.hidden_act) > 1
+
+    def _ffn(self, prefix, hf=False):
+        if hf:
+            wi = [T(prefix + "DenseReluDense.wi_0.weight"), T(prefix + "DenseReluDense.wi_1.weight")] if self._gated \
+                else [T(prefix + "DenseReluDense.wi.weight")]
+            return wi + [T(prefix + "DenseReluDense.wo.weight")]
+        wi = [prefix + "DenseReluDense/wi_0/kernel", prefix + "DenseReluDense/wi_1/kernel"] if self._gated \
+            else [prefix + "DenseReluDense/wi/kernel"]
+        return wi + [prefix + "DenseReluDense/wo/kernel"]
+
+    def variable_mapping(self):
+        n = self._norm_name
+        mapping = {
+            "Embedding-Token": [Var("shared/embedding", vocab=0)],
+            "Encoder-Embedding-Relative-Position": [
+                T("encoder/block_000/layer_000/SelfAttention/relative_attention_bias")
+            ],
+            "Encoder-Output-Norm": [f"encoder/{'final_layer_norm' if n == 'layer_norm' else 'rms_norm'}/scale"],
+            "Decoder-Embedding-Relative-Position": [
+                T("decoder/block_000/layer_000/SelfAttention/relative_attention_bias")
+            ],
+            "Decoder-Output-Norm": [f"decoder/{'final_layer_norm' if n == 'layer_norm' else 'rms_norm'}/scale"],
+            "Decoder-Output-LM": [Var("decoder/logits/kernel", vocab=1)],
+        }
+        for i in range(self.num_hidden_layers):
+            p = "encoder/block_%03d/" % i
+            e = f"Encoder-Transformer-{i}-"
+            mapping[e + "MultiHeadSelfAttention"] = [p + f"layer_000/SelfAttention/{w}" for w in "qkvo"]
+            mapping[e + "MultiHeadSelfAttention-Norm"] = [p + f"layer_000/{n}/scale"]
+            mapping[e + "FeedForward"] = self._ffn(p + "layer_001/")
+            mapping[e + "FeedForward-Norm"] = [p + f"layer_001/{n}/scale"]
+        for i in range(self.num_decoder_layers):
+            p = "decoder/block_%03d/" % i
+            d = f"Decoder-Transformer-{i}-"
+            mapping[d + "MultiHeadSelfAttention"] = [p + f"layer_000/SelfAttention/{w}" for w in "qkvo"]
+            mapping[d + "MultiHeadSelfAttention-Norm"] = [p + f"layer_000/{n}/scale"]
+            mapping[d + "MultiHeadCrossAttention"] = [p + f"layer_001/EncDecAttention/{w}" for w in "qkvo"]
+            mapping[d + "MultiHeadCrossAttention-Norm"] = [p + f"layer_001/{n}/scale"]
+            mapping[d + "FeedForward"] = self._ffn(p + "layer_002/")
+            mapping[d + "FeedForward-Norm"] = [p + f"layer_002/{n}/scale"]
+        return mapping
+
+    def hf_variable_mapping(self):
+        """HF T5ForConditionalGeneration / MT5ForConditionalGeneration names."""
+        mapping = {
+            "Embedding-Token": [Var("shared.weight", vocab=0)],
+            "Encoder-Embedding-Relative-Position": ["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"],
+            "Encoder-Output-Norm": ["encoder.final_layer_norm.weight"],
+            "Decoder-Embedding-Relative-Position": ["decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"],
+            "Decoder-Output-Norm": ["decoder.final_layer_norm.weight"],
+            "Decoder-Output-LM": [T("lm_head.weight", vocab=1)],
+        }
+        for i in range(self.num_hidden_layers):
+            p = f"encoder.block.{i}."
+            e = f"Encoder-Transformer-{i}-"
+            mapping[e + "MultiHeadSelfAttention"] = [T(p + f"layer.0.SelfAttention.{w}.weight") for w in "qkvo"]
+            mapping[e + "MultiHeadSelfAttention-Norm"] = [p + "layer.0.layer_norm.weight"]
+            mapping[e + "FeedForward"] = self._ffn(p + "layer.1.", hf=True)
+            mapping[e + "FeedForward-Norm"] = [p + "layer.1.layer_norm.weight"]
+        for i in range(self.num_decoder_layers):
+            p = f"decoder.block.{i}."
+            d = f"Decoder-Transformer-{i}-"
+            mapping[d + "MultiHeadSelfAttention"] = [T(p + f"layer.0.SelfAttention.{w}.weight") for w in "qkvo"]
+            mapping[d + "MultiHeadSelfAttention-Norm"] = [p + "layer.0.layer_norm.weight"]
+            mapping[d + "MultiHeadCrossAttention"] = [T(p + f"layer.1.EncDecAttention.{w}.weight") for w in "qkvo"]
+            mapping[d + "MultiHeadCrossAttention-Norm"] = [p + "layer.1.layer_norm.weight"]
+            mapping[d + "FeedForward"] = self._ffn(p + "layer.2.", hf=True)
+            mapping[d + "FeedForward-Norm"] = [p + "layer.2.layer_norm.weight"]
+        return mapping
+
+
+class T5_Encoder(T5_Base):
+    """T5 encoder: ``Encoder-Input-Token`` ``(batch_size, seq_len)`` (pad 0) -> encoder states
+    ``(batch_size, seq_len, hidden_size)``, zero at padding positions."""
+
+    def get_inputs(self):
+        return [self.input("Encoder-Input-Token")]
+
+    def compute_attention_mask(self, inputs):
+        return self.apply(inputs=inputs[0], layer=AttentionMask, mode="padding", pad_id=self.pad_token_id,
+                          name="Encoder-Attention-Mask")
+
+    def apply_embeddings(self, inputs):
+        x = self.token_embeddings(inputs[0])
+        x = self.dropout(x, "Encoder-Embedding-Dropout")
+        self.position_bias = self.relative_position(x, x, True, "Encoder-Embedding-Relative-Position")
+        return x
+
+    def apply_main_layers(self, x, index):
+        name = f"Encoder-Transformer-{index}-"
+        x = self.residual(x, name + "MultiHeadSelfAttention",
+                          lambda y: self.attention(y, name + "MultiHeadSelfAttention",
+                                                   mask=self.attention_mask, position=self.position_bias))
+        return self.residual(x, name + "FeedForward", lambda y: self.feed_forward(y, name + "FeedForward"))
+
+    def apply_final_layers(self, x):
+        x = self.norm(x, "Encoder-Output-Norm")
+        x = self.dropout(x, "Encoder-Output-Dropout")
+        return self.apply(inputs=[x, self.inputs[0]], layer=SequenceMasking, pad_id=self.pad_token_id,
+                          name="Encoder-Output-Masked")
+
+
+class T5_Decoder(T5_Base):
+    """T5 decoder: ``[Input-Context (batch_size, src_len, hidden_size), Decoder-Input-Token
+    (batch_size, tgt_len)]`` -> token probabilities ``(batch_size, tgt_len, vocab_size)``.
+
+    Cross attention ignores context rows that are all zero (the encoder's padding).
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.num_hidden_layers = self.num_decoder_layers
+
+    def get_inputs(self):
+        return [
+            self.input("Input-Context", shape=(self.sequence_length, self.hidden_size), dtype="float32"),
+            self.input("Decoder-Input-Token"),
+        ]
+
+    def compute_attention_mask(self, inputs):
+        self.context_mask = self.apply(inputs=inputs[0], layer=AttentionMask, mode="context",
+                                       name="Decoder-Context-Mask")
+        # causal only: the decoder's start token is the pad id 0
+        return self.apply(inputs=inputs[1], layer=AttentionMask, mode="causal", pad_id=None,
+                          name="Decoder-Attention-Mask")
+
+    def apply_embeddings(self, inputs):
+        c, x = inputs
+        x = self.token_embeddings(x)
+        x = self.dropout(x, "Decoder-Embedding-Dropout")
+        self.position_bias = self.relative_position(x, x, False, "Decoder-Embedding-Relative-Position")
+        self.cross_bias = None
+        if self.cross_position_bias:
+            self.cross_bias = self.relative_position(x, c, False, "Decoder-Embedding-Relative-Position")
+        return [c, x]
+
+    def apply_main_layers(self, inputs, index):
+        c, x = inputs
+        name = f"Decoder-Transformer-{index}-"
+        x = self.residual(x, name + "MultiHeadSelfAttention",
+                          lambda y: self.attention(y, name + "MultiHeadSelfAttention",
+                                                   mask=self.attention_mask, position=self.position_bias))
+        x = self.residual(x, name + "MultiHeadCrossAttention",
+                          lambda y: self.attention(y, name + "MultiHeadCrossAttention", context=c,
+                                                   mask=self.context_mask, position=self.cross_bias))
+        x = self.residual(x, name + "FeedForward", lambda y: self.feed_forward(y, name + "FeedForward"))
+        return [c, x]
+
+    def apply_final_layers(self, inputs):
+        c, x = inputs
+        x = self.norm(x, "Decoder-Output-Norm")
+        x = self.dropout(x, "Decoder-Output-Dropout")
+        if not self.with_lm:
+            return x
+        activation = "softmax" if self.with_lm is True else self.with_lm
+        if self.version == "t5.1.0":
+            x = self.apply(inputs=x, layer=keras.layers.Rescaling, scale=self.hidden_size**-0.5,
+                           name="Decoder-Output-Scale")
+            x = self.apply(inputs=x, layer=Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
+            return self.apply(inputs=x, layer=keras.layers.Activation, activation=activation,
+                              name="Decoder-Output-LM-Activation")
+        return self.apply(
+            inputs=x,
+            layer=keras.layers.Dense,
+            units=self.vocab_size,
+            activation=activation,
+            use_bias=False,
+            kernel_initializer=self.initializer,
+            name="Decoder-Output-LM",
+        )
+
+
+class T5(T5_Base):
+    """T5 encoder-decoder. Attributes after `build`: ``encoder`` (`T5_Encoder`'s model),
+    ``decoder`` (`T5_Decoder`'s model) and ``model``: ``[Encoder-Input-Token,
+    Decoder-Input-Token]`` -> decoder output; the two halves share ``Embedding-Token``."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        name = kwargs.pop("name", None)
+        kwargs["layers"] = self.layers
+        self._encoder = T5_Encoder(name=f"{name}_Encoder" if name else "Encoder", **kwargs)
+        self._decoder = T5_Decoder(name=f"{name}_Decoder" if name else "Decoder", **kwargs)
+
+    def build(self, **kwargs):
+        if self.built:
+            return
+        self._encoder.build()
+        self._decoder.build()
+        self.encoder, self.decoder = self._encoder.model, self._decoder.model
+        self.inputs = self.encoder.inputs + self.decoder.inputs[1:]
+        self.outputs = [self.decoder(self.encoder.outputs + self.decoder.inputs[1:])]
+        self.model = keras.Model(self.inputs, self.outputs[0], name=self.name)
+        self.built = True
+
+
+MODELS = {
+    "bert": BERT,
+    "roberta": RoBERTa,
+    "albert": ALBERT,
+    "albert_unshared": ALBERT_Unshared,
+    "nezha": NEZHA,
+    "roformer": RoFormer,
+    "roformer_v2": RoFormerV2,
+    "electra": ELECTRA,
+    "gpt": GPT,
+    "gpt2": GPT2,
+    "gpt2_ml": GPT2_ML,
+    "t5": T5,
+    "t5_encoder": T5_Encoder,
+    "t5_decoder": T5_Decoder,
+}
+for _version in ("t5.1.0", "t5.1.1", "mt5.1.1"):
+    MODELS[_version] = T5
+    MODELS[_version + "_encoder"] = T5_Encoder
+    MODELS[_version + "_decoder"] = T5_Decoder
 APPLICATIONS = ("encoder", "lm", "unilm")
 
-# Google/HF config names -> bert4keras argument names.
+# Config names of Google BERT / HF / OpenAI GPT-2 / HF T5 -> bert4keras argument names.
 _CONFIG_RENAMES = {
     "max_position_embeddings": "max_position",
     "hidden_dropout_prob": "dropout_rate",
     "attention_probs_dropout_prob": "attention_dropout_rate",
     "type_vocab_size": "segment_vocab_size",
     "layer_norm_eps": "layer_norm_epsilon",
+    # GPT-2 (HF config.json and OpenAI hparams.json)
+    "n_vocab": "vocab_size",
+    "n_ctx": "max_position",
+    "n_positions": "max_position",
+    "n_embd": "hidden_size",
+    "n_head": "num_attention_heads",
+    "n_layer": "num_hidden_layers",
+    "n_inner": "intermediate_size",
+    "activation_function": "hidden_act",
+    "resid_pdrop": "dropout_rate",
+    "attn_pdrop": "attention_dropout_rate",
+    # T5 (HF config.json)
+    "d_model": "hidden_size",
+    "d_ff": "intermediate_size",
+    "d_kv": "attention_head_size",
+    "num_heads": "num_attention_heads",
+    "num_layers": "num_hidden_layers",
 }
 _REQUIRED_INT = (
     "vocab_size",
@@ -741,17 +1434,18 @@ _REQUIRED_INT = (
 
 
 def read_config(config_path):
-    """Read a Google ``bert_config.json`` or HF ``config.json`` (or an HF model directory).
+    """Read a Google ``bert_config.json``, HF ``config.json``, OpenAI ``hparams.json`` (or an HF
+    model directory), with bert4keras's argument names.
 
     Returns:
         dict with bert4keras argument names (``max_position``, ``dropout_rate``,
-        ``attention_dropout_rate``, ``segment_vocab_size``, ``layer_norm_epsilon``).
+        ``attention_dropout_rate``, ``segment_vocab_size``, ``layer_norm_epsilon``, ...).
     Raises:
         FileNotFoundError: no such file. ValueError: not a JSON object.
     """
     config_path = os.fspath(config_path)
     if os.path.isdir(config_path):
-        for name in ("config.json", "bert_config.json"):
+        for name in ("config.json", "bert_config.json", "hparams.json"):
             if os.path.isfile(os.path.join(config_path, name)):
                 config_path = os.path.join(config_path, name)
                 break
@@ -769,11 +1463,24 @@ def read_config(config_path):
     configs = {}
     for key, value in raw.items():
         configs[_CONFIG_RENAMES.get(key, key)] = value
-    if raw.get("model_type") == "roberta" and "max_position" in configs:
+    model_type = raw.get("model_type")
+    if model_type == "roberta" and "max_position" in configs:
         # HF RoBERTa reserves the first pad_token_id + 1 positions.
         offset = int(raw.get("pad_token_id", 1)) + 1
         configs["max_position"] -= offset
         configs["hf_position_offset"] = offset
+    if "n_embd" in raw or model_type == "gpt2":
+        if configs.get("intermediate_size") is None and isinstance(configs.get("hidden_size"), int):
+            configs["intermediate_size"] = 4 * configs["hidden_size"]
+        configs.setdefault("hidden_act", "gelu_new")
+        configs.setdefault("pad_token_id", None)
+    if "feed_forward_proj" in raw:  # HF T5 / mT5
+        gated = raw["feed_forward_proj"].startswith("gated-")
+        act = raw["feed_forward_proj"].split("-")[-1]
+        act = "gelu_new" if act == "gelu" else act
+        configs["hidden_act"] = [act, "linear"] if gated else act
+        configs["version"] = ("mt5.1.1" if model_type == "mt5" else "t5.1.1") if gated else "t5.1.0"
+        configs.pop("tie_word_embeddings", None)  # the version decides (see T5_Base)
     configs["_config_path"] = config_path
     return configs
 
@@ -793,7 +1500,6 @@ def _validate_configs(configs):
             f"hidden_size {configs['hidden_size']} is not divisible by num_attention_heads "
             f"{configs['num_attention_heads']}{where}."
         )
-    configs.setdefault("max_position", 512)
     configs.setdefault("hidden_act", "gelu")
 
 
@@ -808,15 +1514,20 @@ def build_transformer_model(
     """Build a transformer from a config file and optionally load a checkpoint (bert4keras API).
 
     Args:
-        config_path: Google ``bert_config.json``, HF ``config.json``, an HF model directory, or
-            None (then every size must be given in ``kwargs``).
+        config_path: Google ``bert_config.json``, HF ``config.json``, OpenAI GPT-2
+            ``hparams.json``, an HF model directory, or None (then every size must be given in
+            ``kwargs``).
         checkpoint_path: TF1 checkpoint prefix or directory, ``.safetensors`` file or HF
             directory, or None for random initialisation.
-        model: ``'bert'`` or ``'roberta'``.
+        model: one of `MODELS` (``'bert'``, ``'roberta'``, ``'albert'``, ``'albert_unshared'``,
+            ``'nezha'``, ``'roformer'``, ``'roformer_v2'``, ``'electra'``, ``'gpt'``,
+            ``'gpt2'``, ``'gpt2_ml'``, ``'t5'``, ``'t5.1.0'``, ``'t5.1.1'``, ``'mt5.1.1'`` and
+            their ``_encoder`` / ``_decoder``).
         application: ``'encoder'``, ``'lm'`` (causal attention) or ``'unilm'`` (seq2seq mask
             from segment_ids); both of the latter switch ``with_mlm`` on unless it is given.
         return_keras_model: return ``keras.Model`` if True, else the builder (with ``.model``,
-            ``save_weights_as_checkpoint``, ``load_weights_from_checkpoint``).
+            ``save_weights_as_checkpoint``, ``load_weights_from_checkpoint``; T5's has
+            ``.encoder`` and ``.decoder``).
         **kwargs: override config values and set builder options (``with_pool``, ``with_nsp``,
             ``with_mlm``, ``keep_tokens``, ``compound_tokens``, ``segment_vocab_size``,
             ``max_position``, ``hierarchical_position``, ``sequence_length``, ``dropout_rate``,
@@ -829,11 +1540,14 @@ def build_transformer_model(
         raise ValueError(f"Unknown model={model!r}; expected one of {sorted(MODELS)}.")
     if application not in APPLICATIONS:
         raise ValueError(f"Unknown application={application!r}; expected one of {list(APPLICATIONS)}.")
+    model = model.lower()
     configs = read_config(config_path) if config_path is not None else {}
+    if model.startswith(("t5.", "mt5.")):
+        configs["version"] = model.split("_")[0]
     configs.update(kwargs)
     _validate_configs(configs)
     configs["application"] = application
-    transformer = MODELS[model.lower()](**configs)
+    transformer = MODELS[model](**configs)
     transformer.build()
     if checkpoint_path is not None:
         transformer.load_weights_from_checkpoint(checkpoint_path)
