@@ -213,16 +213,27 @@ class DataGenerator:
         raise NotImplementedError
 
     def forfit(self, random=True):
-        """Endless stream of batches (epoch after epoch) for `model.fit(..., steps_per_epoch=len(gen))`."""
+        """Endless stream of batches (epoch after epoch) for `model.fit(..., steps_per_epoch=len(gen))`.
+
+        Raises:
+            ValueError: a whole pass of `__iter__` yielded nothing (empty data, or a one-shot
+            iterator already used up: pass a list or an object whose `__iter__` restarts).
+        """
         while True:
+            empty = True
             for d in self.__iter__(random):
+                empty = False
                 yield d
+            if empty:
+                raise ValueError(
+                    '%s yielded no batch in a whole pass: the data is empty or an iterator '
+                    'that was already consumed (use a list or a re-iterable object)' % type(self).__name__
+                )
 
     def fortest(self, random=False):
         """Endless stream of the inputs of each batch (`d[0]`), for `model.predict(..., steps=len(gen))`."""
-        while True:
-            for d in self.__iter__(random):
-                yield d[0]
+        for d in self.forfit(random):
+            yield d[0]
 
     def to_dataset(self, types, shapes, names=None, padded_batch=False):
         """A `tf.data.Dataset` of batches built from `forfit()`.

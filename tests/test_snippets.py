@@ -173,6 +173,14 @@ def test_forfit_and_fortest_cycle_over_epochs():
     assert inputs.dtype == np.int32 and inputs.shape[0] == 2
 
 
+def test_forfit_refuses_to_spin_on_exhausted_data():
+    generator = _BatchGenerator(iter(_sst2(3)), batch_size=2)
+    stream = generator.forfit(random=False)
+    assert [len(next(stream)[1]) for _ in range(2)] == [2, 1]
+    with pytest.raises(ValueError, match='no batch in a whole pass'):
+        next(stream)
+
+
 def test_forfit_feeds_model_fit():
     generator = _BatchGenerator(_sst2(8), batch_size=4)
     model = _tiny_model()
@@ -210,3 +218,22 @@ def test_to_dataset_pads_each_batch():
     model = _tiny_model()
     model.fit(dataset, steps_per_epoch=2, epochs=1, shuffle=False, verbose=0)
     assert int(model.optimizer.iterations) == 2
+
+
+class _Reiterable:
+    """Data without a length whose `__iter__` restarts, like a file reader."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __iter__(self):
+        return iter(self.items)
+
+
+def test_pydataset_without_length_is_endless():
+    generator = _BatchGenerator(_Reiterable(_sst2(8)), batch_size=4)
+    dataset = generator.to_pydataset()
+    assert dataset.num_batches is None
+    model = _tiny_model()
+    model.fit(dataset, steps_per_epoch=3, epochs=2, shuffle=False, verbose=0)
+    assert int(model.optimizer.iterations) == 6

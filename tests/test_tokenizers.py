@@ -294,6 +294,18 @@ def test_load_vocab_simplified_closed_form(tmp_path):
     assert keep_tokens == [0, 1, 2, 3, 5, 6, 9, 11, 12]
 
 
+@pytest.mark.parametrize('lang', ['en', 'zh'])
+def test_simplified_vocab_tokenizes_the_same(request, lang):
+    _, ref = request.getfixturevalue(lang)
+    vocab = {'en': EN_VOCAB, 'zh': ZH_VOCAB}[lang]
+    startswith = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
+    token_dict, keep_tokens = load_vocab(vocab, simplified=True, startswith=startswith)
+    assert len(token_dict) < len(ref) - 1000  # dropped tokens the tokenizer can't produce
+    small = Tokenizer(token_dict, do_lower_case=True)
+    for text in _corpus(request, lang):
+        assert [keep_tokens[i] for i in small.encode(text)[0]] == ref(text)['input_ids'], text
+
+
 def test_load_vocab_reads_real_vocab():
     token_dict = load_vocab(ZH_VOCAB)
     with open(ZH_VOCAB, encoding='utf-8') as f:
