@@ -369,6 +369,9 @@ class MultiHeadAttention(keras.layers.Layer):
             and not (training and self.attention_dropout > 0)
         )
         if fused:
+            if is_bool and bias is not None:  # some backends take a mask or a bias, not both
+                bias = ops.where(mask, bias, MASK_VALUE)
+                is_bool = False
             o = ops.dot_product_attention(
                 qw,
                 kw,

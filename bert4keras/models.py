@@ -1223,6 +1223,14 @@ class T5_Base(Transformer):
             mapping[d + "FeedForward-Norm"] = [p + f"layer_002/{n}/scale"]
         return mapping
 
+    def mapping_for(self, reader):
+        mapping = super().mapping_for(reader)
+        if reader.format == "hf" and "lm_head.weight" not in reader:
+            # transformers 5 ties T5's lm_head to the embedding and may not save it; real
+            # t5.1.1 / mT5 files carry a separate lm_head.weight, used when present.
+            mapping["Decoder-Output-LM"] = [T("shared.weight", vocab=1)]
+        return mapping
+
     def hf_variable_mapping(self):
         """HF T5ForConditionalGeneration / MT5ForConditionalGeneration names."""
         mapping = {
