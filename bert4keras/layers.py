@@ -21,6 +21,15 @@ from bert4keras.backend import (
 register = keras.saving.register_keras_serializable(package="bert4keras")
 
 
+def query_positions(seq_len, start_index=None):
+    """Positions ``start + arange(seq_len)`` of a chunk; ``start_index`` is a scalar or
+    ``(batch_size,)`` int tensor (its first entry is used) in incremental decoding."""
+    positions = ops.arange(seq_len, dtype="int32")
+    if start_index is not None:
+        positions = positions + ops.cast(ops.reshape(start_index, (-1,))[0], "int32")
+    return positions
+
+
 @register
 class Embedding(keras.layers.ReversibleEmbedding):
     """Token embedding whose table doubles as the tied output projection.
@@ -57,6 +66,8 @@ class PositionEmbedding(keras.layers.Layer):
             to ``n * n`` (Su Jianlin, "层次分解位置编码，让BERT可以处理超长文本", kexue.fm 7947).
         embeddings_initializer: initializer of the table.
         custom_position_ids: if True, inputs are ``[x, position_ids]``.
+    Call args: start_index: optional int tensor, the position of the first input token
+        (incremental decoding with a KV cache).
     Input shape: ``(batch_size, seq_len, output_dim)``. Output shape: the same (``'concat'``:
     last axis ``+ output_dim``).
     Raises:
@@ -91,7 +102,7 @@ class PositionEmbedding(keras.layers.Layer):
             initializer=self.embeddings_initializer,
         )
 
-    def call(self, inputs):
+    def call(self, inputs, start_index=None):
         if self.custom_position_ids:
             inputs, position_ids = inputs
             position_ids = ops.cast(position_ids, "int32")
@@ -103,7 +114,7 @@ class PositionEmbedding(keras.layers.Layer):
                     f"{self.input_dim}. Truncate the input (e.g. Tokenizer.encode(..., "
                     f"maxlen={self.input_dim})) or build with hierarchical_position=True."
                 )
-            position_ids = ops.expand_dims(ops.arange(seq_len, dtype="int32"), 0)
+            position_ids = ops.expand_dims(query_positions(seq_len, start_index), 0)
 
         if self.hierarchical:
             alpha = 0.4 if self.hierarchical is True else self.hierarchical
@@ -125,7 +136,7 @@ class PositionEmbedding(keras.layers.Layer):
         embeddings = ops.broadcast_to(embeddings, ops.shape(inputs)[:2] + (self.output_dim,))
         return ops.concatenate([inputs, embeddings], axis=-1)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape, **kwargs):
         if self.custom_position_ids:
             input_shape = input_shape[0]
         if self.merge_mode == "concat":
@@ -281,6 +292,11 @@ class MultiHeadAttention(keras.layers.Layer):
             key_size)`` added to keys and values, Shaw et al. 2018), ``'rotary'`` (RoFormer:
             sinusoidal table ``(batch_size or 1, seq_len, key_size)`` rotating q and k, Su et al.
             2021) or ``'t5_relative'`` (T5: bias ``(q_len, k_len, heads)`` added to logits).
+        cache, cache_index: incremental decoding. ``cache`` ``(batch_size, 2, max_length,
+            heads, head_size)`` holds the keys and values of earlier positions; this call's
+            keys/values are written at ``cache_index`` (int tensor) and the queries attend
+            over the whole cache (the mask must hide unwritten positions). Returns
+            ``[output, updated cache]``.
     Output: ``(batch_size, q_len, out_dim)``; with ``return_attention_scores=True`` also the
     attention probabilities ``(batch_size, heads, q_len, k_len)``.
 
@@ -345,7 +361,7 @@ class MultiHeadAttention(keras.layers.Layer):
         # (batch_size, seq_len, heads * size) -> (batch_size, seq_len, heads, size)
         return ops.reshape(x, (-1, ops.shape(x)[1], self.heads, size))
 
-    def call(self, inputs, a_bias=None, p_bias=None, training=None):
+    def call(self, inputs, a_bias=None, p_bias=None, cache=None, cache_index=None, training=None):
         q, k, v = inputs[:3]
         extras = list(inputs[3:])
         position = extras.pop() if p_bias else None
@@ -355,6 +371,12 @@ class MultiHeadAttention(keras.layers.Layer):
         vw = self._split_heads(self.v_dense(v), self.head_size)
         if p_bias == "rotary":
             qw, kw = apply_rotary_position_embeddings(position, qw, kw)
+        if cache is not None:
+            # Write this chunk's keys/values at cache_index, then attend over the whole cache.
+            start = ops.cast(ops.reshape(cache_index, (-1,))[0], "int32")
+            chunk = ops.cast(ops.stack([kw, vw], axis=1), cache.dtype)
+            cache = ops.slice_update(cache, (0, 0, start, 0, 0), chunk)
+            kw, vw = cache[:, 0], cache[:, 1]
         scale = 1.0 / math.sqrt(self.key_size) if self.attention_scale else 1.0
         is_bool = mask is not None and "bool" in str(mask.dtype)
         bias = None if is_bool or mask is None else ops.cast(mask, "float32")
@@ -398,13 +420,17 @@ class MultiHeadAttention(keras.layers.Layer):
                 o = o + ops.einsum("bhqk,qkd->bqhd", probas, position)
         o = ops.reshape(o, (-1, ops.shape(o)[1], self.heads * self.head_size))
         o = self.o_dense(o)
+        if cache is not None:
+            return [o, cache]
         if self.return_attention_scores:
             return [o, scores]
         return o
 
-    def compute_output_shape(self, input_shape):
-        q_shape, k_shape = input_shape[0], input_shape[1]
-        o_shape = q_shape[:-1] + (self.out_dim,)
+    def compute_output_shape(self, inputs_shape, cache_shape=None):
+        q_shape, k_shape = inputs_shape[0], inputs_shape[1]
+        o_shape = tuple(q_shape[:-1]) + (self.out_dim,)
+        if cache_shape is not None:
+            return [o_shape, tuple(cache_shape)]
         if self.return_attention_scores:
             return [o_shape, (q_shape[0], self.heads, q_shape[1], k_shape[1])]
         return o_shape
@@ -541,6 +567,9 @@ class AttentionMask(keras.layers.Layer):
         pad_id: int or None, the padding token id (None: no padding mask).
     Inputs: token_ids ``(batch_size, seq_len)``; for ``'unilm'`` ``[token_ids, segment_ids]``;
     for ``'context'`` a float ``(batch_size, seq_len, hidden_size)``.
+    Call args (incremental decoding): start_index, int tensor, the position of the first
+    token; key_length, int, the KV cache length. Then the output is the causal (UniLM: plus
+    prefix) mask ``(batch_size, 1, seq_len, key_length)`` and padding is not masked.
     """
 
     def __init__(self, mode="padding", pad_id=0, **kwargs):
@@ -550,11 +579,14 @@ class AttentionMask(keras.layers.Layer):
         self.mode = mode
         self.pad_id = pad_id
 
-    def call(self, inputs):
+    def call(self, inputs, start_index=None, key_length=None):
         if self.mode == "unilm":
             token_ids, segment_ids = inputs
         else:
             token_ids = inputs
+        if key_length is not None:
+            return self._cached_mask(token_ids, segment_ids if self.mode == "unilm" else None,
+                                     start_index, key_length)
         if self.mode == "context":
             keys = ops.any(ops.not_equal(token_ids, 0), axis=-1)
         elif self.pad_id is None:
@@ -572,9 +604,24 @@ class AttentionMask(keras.layers.Layer):
             mask = ops.logical_and(mask, unilm[:, None])
         return mask
 
-    def compute_output_spec(self, inputs):
+    def _cached_mask(self, token_ids, segment_ids, start_index, key_length):
+        # A chunk of queries at start..start+q_len-1 over a cache of key_length positions:
+        # causal, and for UniLM the segment-0 prefix (all in the first chunk) sees itself.
+        q_pos = query_positions(ops.shape(token_ids)[1], start_index)
+        k_pos = ops.arange(key_length, dtype="int32")
+        mask = ops.less_equal(k_pos[None, :], q_pos[:, None])[None]
+        if segment_ids is not None:
+            first = ops.equal(ops.reshape(start_index, (-1,))[0], 0)
+            prefix = ops.sum(ops.cast(ops.equal(segment_ids, 0), "int32"), axis=1)
+            prefix = ops.where(first, prefix, 0)[:, None, None]
+            mask = ops.logical_or(mask, ops.logical_and(k_pos[None, None, :] < prefix, q_pos[None, :, None] < prefix))
+        return mask[:, None]
+
+    def compute_output_spec(self, inputs, start_index=None, key_length=None):
         token_ids = inputs[0] if self.mode == "unilm" else inputs
         batch_size, seq_len = token_ids.shape[:2]
+        if key_length is not None:
+            return keras.KerasTensor((batch_size, 1, seq_len, key_length), dtype="bool")
         q_len = 1 if self.mode in ("padding", "context") else seq_len
         return keras.KerasTensor((batch_size, 1, q_len, seq_len), dtype="bool")
 
@@ -624,11 +671,11 @@ class SinusoidalPositionEmbedding(keras.layers.Layer):
         self.merge_mode = merge_mode
         self.custom_position_ids = custom_position_ids
 
-    def call(self, inputs):
+    def call(self, inputs, start_index=None):
         if self.custom_position_ids:
             inputs, position_ids = inputs
         else:
-            position_ids = ops.arange(ops.shape(inputs)[1])[None]
+            position_ids = query_positions(ops.shape(inputs)[1], start_index)[None]
         embeddings = ops.cast(sinusoidal_embeddings(position_ids, self.output_dim), inputs.dtype)
         embeddings = ops.broadcast_to(embeddings, ops.shape(inputs)[:2] + (self.output_dim,))
         if self.merge_mode == "add":
@@ -639,7 +686,7 @@ class SinusoidalPositionEmbedding(keras.layers.Layer):
             return embeddings
         return ops.concatenate([inputs, embeddings], axis=-1)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape, **kwargs):
         if self.custom_position_ids:
             input_shape = input_shape[0]
         if self.merge_mode == "concat":
@@ -674,6 +721,8 @@ class RelativePositionEmbedding(keras.layers.Layer):
     position ``i`` and key position ``j``; NEZHA (Wei et al. 2019) uses m = 64 and a fixed
     sinusoidal table (``embeddings_initializer=Sinusoidal()``, ``trainable=False``).
     Inputs: ``[q, k]`` ``(batch_size, q_len, ...)``, ``(batch_size, k_len, ...)``.
+    Call args (incremental decoding): start_index, the position of q's first token;
+    key_length, the number of key positions (the KV cache's length) instead of k's.
     Output: ``(q_len, k_len, output_dim)``.
     """
 
@@ -691,19 +740,17 @@ class RelativePositionEmbedding(keras.layers.Layer):
             trainable=self.trainable,
         )
 
-    def compute_position_ids(self, inputs):
+    def compute_position_ids(self, inputs, start_index=None, key_length=None):
         q, k = inputs
-        q_idxs = ops.arange(ops.shape(q)[1])
-        k_idxs = ops.arange(ops.shape(k)[1])
+        q_idxs = query_positions(ops.shape(q)[1], start_index)
+        k_idxs = ops.arange(ops.shape(k)[1] if key_length is None else key_length, dtype="int32")
         max_distance = (self.input_dim - 1) // 2
         relative = ops.clip(k_idxs[None, :] - q_idxs[:, None], -max_distance, max_distance)
         return relative + max_distance
 
-    def call(self, inputs):
-        return ops.take(self.embeddings, self.compute_position_ids(inputs), axis=0)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0][1], input_shape[1][1], self.output_dim)
+    def call(self, inputs, start_index=None, key_length=None):
+        position_ids = self.compute_position_ids(inputs, start_index, key_length)
+        return ops.take(self.embeddings, position_ids, axis=0)
 
     def get_config(self):
         return {
@@ -731,10 +778,10 @@ class RelativePositionEmbeddingT5(RelativePositionEmbedding):
         self.max_distance = max_distance
         self.bidirectional = bidirectional
 
-    def compute_position_ids(self, inputs):
+    def compute_position_ids(self, inputs, start_index=None, key_length=None):
         q, k = inputs
-        q_idxs = ops.arange(ops.shape(q)[1])
-        k_idxs = ops.arange(ops.shape(k)[1])
+        q_idxs = query_positions(ops.shape(q)[1], start_index)
+        k_idxs = ops.arange(ops.shape(k)[1] if key_length is None else key_length, dtype="int32")
         return t5_relative_position_buckets(
             k_idxs[None, :] - q_idxs[:, None],
             bidirectional=self.bidirectional,
@@ -748,3 +795,444 @@ class RelativePositionEmbeddingT5(RelativePositionEmbedding):
             "max_distance": self.max_distance,
             "bidirectional": self.bidirectional,
         }
+
+
+# -- task heads: span pointers, CRF / MEMM, loss layers -------------------------------------------
+
+
+def _inputs_and_mask(inputs, mask=None):
+    """``x`` and a boolean ``(batch_size, seq_len)`` mask (or None) from ``x`` or ``[x, mask]``.
+
+    An explicit mask is nonzero at real tokens, so 0-padded token_ids can serve as one; otherwise
+    the Keras mask Keras passes along with ``x`` (if any) is used.
+    """
+    if isinstance(inputs, (list, tuple)):
+        if len(inputs) != 2:
+            raise ValueError(f"expected x or [x, mask], got a list of {len(inputs)} tensors")
+        x, mask = inputs
+    else:
+        x = inputs
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+    if mask is not None:
+        mask = mask if "bool" in str(mask.dtype) else ops.not_equal(mask, 0)
+    return x, mask
+
+
+def _first_shape(input_shape):
+    """The shape of ``x`` when a layer takes ``x`` or ``[x, mask]``."""
+    if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(input_shape[0], (list, tuple)):
+        return tuple(input_shape[0])
+    return tuple(input_shape)
+
+
+def _span_masks(logits, mask, tril_mask):
+    """-1e12 on spans touching padding and (``tril_mask``) on spans with start > end."""
+    if mask is not None:
+        pair = ops.logical_and(mask[:, None, :, None], mask[:, None, None, :])
+        logits = ops.where(pair, logits, MASK_VALUE)
+    if tril_mask:
+        idxs = ops.arange(ops.shape(logits)[-1])
+        upper = ops.greater_equal(idxs[None, :], idxs[:, None])
+        logits = ops.where(upper[None, None], logits, MASK_VALUE)
+    return logits
+
+
+@register
+class GlobalPointer(keras.layers.Layer):
+    """Span scorer for (nested) NER: one logit per entity type and (start, end) token pair.
+
+    ``s_t(i, j) = q_{t,i} . k_{t,j} / sqrt(head_size)``, where ``[q_t, k_t]`` come from one
+    Dense layer and are rotated by RoPE so that the score sees the relative distance ``j - i``.
+    Spans touching padding and, with ``tril_mask``, spans with ``start > end`` get -1e12. Train
+    with `bert4keras.backend.global_pointer_crossentropy` (ZLPR); at inference a span is an
+    entity of type t when its logit is > 0, so nested and overlapping entities come out alike.
+
+    Args:
+        heads: int, number of entity types.
+        head_size: int, size of q and k per type (even when ``RoPE``).
+        RoPE: bool, rotary position embedding on q and k.
+        use_bias: bool.
+        tril_mask: bool, mask spans with start > end.
+        kernel_initializer: initializer of the projection (bert4keras: ``'lecun_normal'``).
+    Inputs: ``x`` ``(batch_size, seq_len, hidden_size)`` or ``[x, mask]`` with ``mask``
+        ``(batch_size, seq_len)``, nonzero / True at real tokens (0-padded token_ids work);
+        without an explicit mask, a Keras mask on ``x`` is used if there is one.
+    Output: float32 logits ``(batch_size, heads, seq_len, seq_len)``, index ``[b, t, start, end]``.
+    Weights: ``dense`` (kernel ``(hidden_size, heads * 2 * head_size)``, bias); per type the
+    units are ``[q (head_size), k (head_size)]``.
+    Source: Su Jianlin, "GlobalPointer：用统一的方式处理嵌套和非嵌套NER", kexue.fm 8373;
+    bert4keras 0.11.5 ``GlobalPointer``.
+    """
+
+    def __init__(
+        self, heads, head_size, RoPE=True, use_bias=True, tril_mask=True, kernel_initializer="lecun_normal", **kwargs
+    ):
+        super().__init__(**kwargs)
+        if RoPE and head_size % 2:
+            raise ValueError(f"{type(self).__name__}: RoPE needs an even head_size, got {head_size}")
+        self.heads = heads
+        self.head_size = head_size
+        self.RoPE = RoPE
+        self.use_bias = use_bias
+        self.tril_mask = tril_mask
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        self.dense = keras.layers.Dense(
+            self.heads * self.head_size * 2,
+            use_bias=self.use_bias,
+            kernel_initializer=self.kernel_initializer,
+            name="dense",
+        )
+        self.dense.build(_first_shape(input_shape))
+
+    def _rotate(self, *tensors):
+        if not self.RoPE:
+            return tensors
+        position_ids = ops.arange(ops.shape(tensors[0])[1])[None]
+        sinusoidal = sinusoidal_embeddings(position_ids, self.head_size)
+        return apply_rotary_position_embeddings(sinusoidal, *tensors)
+
+    def call(self, inputs, mask=None):
+        x, mask = _inputs_and_mask(inputs, mask)
+        x = self.dense(x)
+        x = ops.reshape(x, (-1, ops.shape(x)[1], self.heads, 2 * self.head_size))
+        qw, kw = self._rotate(x[..., : self.head_size], x[..., self.head_size :])
+        logits = ops.cast(ops.einsum("bmhd,bnhd->bhmn", qw, kw), "float32") / math.sqrt(self.head_size)
+        return _span_masks(logits, mask, self.tril_mask)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_spec(self, inputs, mask=None):
+        x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+        return keras.KerasTensor((x.shape[0], self.heads, x.shape[1], x.shape[1]), dtype="float32")
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "heads": self.heads,
+            "head_size": self.head_size,
+            "RoPE": self.RoPE,
+            "use_bias": self.use_bias,
+            "tril_mask": self.tril_mask,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        }
+
+
+@register
+class EfficientGlobalPointer(GlobalPointer):
+    """GlobalPointer with the q/k projection shared by all types plus a per-type bias.
+
+    ``s_t(i, j) = q_i . k_j / sqrt(head_size) + (w_t^s . h_i + w_t^e . h_j) / 2`` where
+    ``h = Dense(2 * head_size)(x)`` holds ``q`` (even units) and ``k`` (odd units) and the
+    type terms are a Dense(2 * heads) of ``h``. Far fewer parameters than `GlobalPointer`
+    (``hidden_size * 2 * head_size + 2 * head_size * 2 * heads`` instead of ``hidden_size *
+    2 * head_size * heads``) and in the author's experiments as good or better.
+
+    Args, inputs, output and masking: as `GlobalPointer`.
+    Weights, in order: ``p_dense`` (kernel ``(hidden_size, 2 * head_size)``, bias),
+    ``q_dense`` (kernel ``(2 * head_size, 2 * heads)``, bias; unit ``2t`` scores the end
+    token, ``2t + 1`` the start token of type t).
+    Source: Su Jianlin, "Efficient GlobalPointer：少点参数，多点效果", kexue.fm 8877;
+    bert4keras 0.11.5 ``EfficientGlobalPointer``.
+    """
+
+    def build(self, input_shape):
+        x_shape = _first_shape(input_shape)
+        self.p_dense = keras.layers.Dense(
+            self.head_size * 2, use_bias=self.use_bias, kernel_initializer=self.kernel_initializer, name="p_dense"
+        )
+        self.p_dense.build(x_shape)
+        self.q_dense = keras.layers.Dense(
+            self.heads * 2, use_bias=self.use_bias, kernel_initializer=self.kernel_initializer, name="q_dense"
+        )
+        self.q_dense.build(x_shape[:-1] + (self.head_size * 2,))
+
+    def call(self, inputs, mask=None):
+        x, mask = _inputs_and_mask(inputs, mask)
+        x = self.p_dense(x)
+        qw, kw = x[..., ::2], x[..., 1::2]
+        qw, kw = self._rotate(qw[:, :, None], kw[:, :, None])  # a head axis for the rotary helper
+        logits = ops.cast(ops.einsum("bmd,bnd->bmn", qw[:, :, 0], kw[:, :, 0]), "float32")
+        logits = logits / math.sqrt(self.head_size)
+        bias = ops.transpose(ops.cast(self.q_dense(x), "float32"), (0, 2, 1)) / 2  # (b, 2 * heads, n)
+        logits = logits[:, None] + bias[:, ::2, None] + bias[:, 1::2, :, None]
+        return _span_masks(logits, mask, self.tril_mask)
+
+
+@register
+class ConditionalRandomField(keras.layers.Layer):
+    """Linear-chain CRF on top of per-token label scores; the layer carries the loss.
+
+    The layer itself passes the emission scores through, writing -1e12 at padding so that
+    its losses and metrics can find the mask in ``y_pred``. With transition matrix ``A``
+    (``A[i, j]``: label i followed by j) a path ``y`` scores ``sum_t e_t[y_t] + sum_t
+    A[y_t, y_{t+1}]`` over the real tokens, and the loss is ``log Z - score(y_true)`` with
+    ``log Z`` from the forward algorithm (log-sum-exp recursion, `keras.ops.scan`).
+
+    Args:
+        lr_multiplier: float, the transitions are stored divided by it and used multiplied by
+            it, so their effective learning rate is this many times the optimizer's (bert4keras
+            used 100-1000 with small encoder learning rates).
+    Inputs: emissions ``(batch_size, seq_len, num_labels)`` or ``[emissions, mask]`` (mask
+        ``(batch_size, seq_len)``, nonzero at real tokens; 0-padded token_ids work). Padding
+        must be at the end of each row.
+    Output: float32 emissions, the same shape, -1e12 at padding.
+    Weights: ``trans`` ``(num_labels, num_labels)`` (read the effective matrix as `trans`).
+    Use: ``model.compile(loss=crf.sparse_loss, metrics=[crf.sparse_accuracy])``; decode with
+        ``bert4keras.snippets.ViterbiDecoder(keras.ops.convert_to_numpy(crf.trans))``.
+    Source: Lafferty et al. 2001; Su Jianlin, "简明条件随机场CRF介绍（附带纯Keras实现）",
+    kexue.fm 5542; bert4keras 0.11.5 ``ConditionalRandomField``.
+    """
+
+    def __init__(self, lr_multiplier=1, **kwargs):
+        super().__init__(**kwargs)
+        self.lr_multiplier = lr_multiplier
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        num_labels = _first_shape(input_shape)[-1]
+        self._trans = self.add_weight(name="trans", shape=(num_labels, num_labels), initializer="glorot_uniform")
+        if self.lr_multiplier != 1:
+            self._trans.assign(self._trans / self.lr_multiplier)
+
+    @property
+    def trans(self):
+        """The effective transition matrix ``(num_labels, num_labels)``, float32."""
+        trans = ops.cast(self._trans, "float32")
+        return trans * self.lr_multiplier if self.lr_multiplier != 1 else trans
+
+    def call(self, inputs, mask=None):
+        x, mask = _inputs_and_mask(inputs, mask)
+        x = ops.cast(x, "float32")
+        if mask is None:
+            return x
+        return ops.where(mask[..., None], x, MASK_VALUE)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_spec(self, inputs, mask=None):
+        x = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+        return keras.KerasTensor(x.shape, dtype="float32")
+
+    @staticmethod
+    def _mask_of(y_pred):
+        """Real tokens of an output of this layer: ``(batch_size, seq_len)`` bool."""
+        return ops.all(ops.greater(y_pred, MASK_VALUE / 10), axis=-1)
+
+    def _sparse_labels(self, y_true, y_pred):
+        return ops.cast(ops.reshape(y_true, ops.shape(y_pred)[:-1]), "int32")
+
+    def target_score(self, y_true, y_pred):
+        """Unnormalised score of the paths ``y_true`` (one-hot, zero at padding): ``(batch_size,)``."""
+        point_score = ops.einsum("bni,bni->b", y_true, y_pred)
+        trans_score = ops.einsum("bni,ij,bnj->b", y_true[:, :-1], self.trans, y_true[:, 1:])
+        return point_score + trans_score
+
+    def log_norm(self, y_pred, mask):
+        """``log Z`` by the forward algorithm: ``(batch_size,)``.
+
+        ``alpha_t[j] = logsumexp_i(alpha_{t-1}[i] + A[i, j]) + e_t[j]``, held at padding.
+        """
+        trans = self.trans[None]
+
+        def step(alpha, inputs):
+            emission, m = inputs
+            new = ops.logsumexp(alpha[:, :, None] + trans, axis=1) + emission
+            new = ops.where(m[:, None], new, alpha)
+            return new, new  # TensorFlow's scan wants y shaped like the carry
+
+        xs = (ops.transpose(y_pred[:, 1:], (1, 0, 2)), ops.transpose(mask[:, 1:], (1, 0)))
+        alpha, _ = ops.scan(step, y_pred[:, 0], xs)
+        return ops.logsumexp(alpha, axis=-1)
+
+    def dense_loss(self, y_true, y_pred):
+        """Negative log-likelihood ``log Z - score(y_true)`` per sequence, ``(batch_size,)``.
+
+        y_true: one-hot ``(batch_size, seq_len, num_labels)``; y_pred: this layer's output.
+        """
+        y_pred = ops.cast(y_pred, "float32")
+        mask = self._mask_of(y_pred)
+        y_pred = ops.where(mask[..., None], y_pred, 0.0)
+        y_true = ops.cast(y_true, "float32") * ops.cast(mask, "float32")[..., None]
+        return self.log_norm(y_pred, mask) - self.target_score(y_true, y_pred)
+
+    def sparse_loss(self, y_true, y_pred):
+        """`dense_loss` with int labels ``(batch_size, seq_len)`` (or ``(..., 1)``)."""
+        y_true = self._sparse_labels(y_true, y_pred)
+        return self.dense_loss(ops.one_hot(y_true, ops.shape(y_pred)[-1]), y_pred)
+
+    def dense_accuracy(self, y_true, y_pred):
+        """Per-token accuracy of the argmax of the emissions over real tokens (a cheap training
+        signal; the decoded path is what counts). y_true one-hot."""
+        return self.sparse_accuracy(ops.argmax(y_true, axis=-1), y_pred)
+
+    def sparse_accuracy(self, y_true, y_pred):
+        """`dense_accuracy` with int labels ``(batch_size, seq_len)``. Returns a float32 scalar."""
+        mask = ops.cast(self._mask_of(y_pred), "float32")
+        y_true = self._sparse_labels(y_true, y_pred)
+        equal = ops.cast(ops.equal(y_true, ops.cast(ops.argmax(y_pred, axis=-1), "int32")), "float32")
+        return ops.sum(equal * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "lr_multiplier": self.lr_multiplier}
+
+
+def _reverse_valid(x, lengths):
+    """Reverse each row's first ``lengths[b]`` steps along axis 1, keeping the padding in place."""
+    idxs = ops.arange(ops.shape(x)[1])[None]
+    lengths = ops.cast(lengths, idxs.dtype)[:, None]
+    idxs = ops.where(idxs < lengths, lengths - 1 - idxs, idxs)
+    if len(x.shape) == 3:
+        idxs = ops.broadcast_to(idxs[..., None], ops.shape(x))
+    return ops.take_along_axis(x, idxs, axis=1)
+
+
+@register
+class MaximumEntropyMarkovModel(ConditionalRandomField):
+    """Bidirectional MEMM: a locally normalised, faster stand-in for `ConditionalRandomField`.
+
+    Each token's label distribution is ``softmax((e_t + A[y_{t-1}]) / 2)`` (the first token:
+    ``softmax(e_0)``); the loss averages the cross-entropy over real tokens of a left-to-right
+    pass with ``A`` and a right-to-left pass with ``A^T``. No partition function, so training
+    is a plain softmax per token.
+
+    Args:
+        lr_multiplier: float, as in `ConditionalRandomField`.
+        hidden_dim: None or int; if given, ``A = L R^T`` with ``L, R`` of shape
+            ``(num_labels, hidden_dim)`` (low rank, for many labels).
+    Inputs / output / use: as `ConditionalRandomField` (losses return a scalar: the mean over
+    real tokens of the batch). Weights: ``trans``, or ``l_trans`` and ``r_trans``.
+    Source: McCallum et al. 2000; Su Jianlin, "CRF用过了，不妨再了解下更快的MEMM？", kexue.fm 7213;
+    bert4keras 0.11.5 ``MaximumEntropyMarkovModel``.
+    """
+
+    def __init__(self, lr_multiplier=1, hidden_dim=None, **kwargs):
+        super().__init__(lr_multiplier=lr_multiplier, **kwargs)
+        self.hidden_dim = hidden_dim
+
+    def build(self, input_shape):
+        if self.hidden_dim is None:
+            return super().build(input_shape)
+        num_labels = _first_shape(input_shape)[-1]
+        self._l_trans = self.add_weight(
+            name="l_trans", shape=(num_labels, self.hidden_dim), initializer="glorot_uniform"
+        )
+        self._r_trans = self.add_weight(
+            name="r_trans", shape=(num_labels, self.hidden_dim), initializer="glorot_uniform"
+        )
+        if self.lr_multiplier != 1:
+            self._l_trans.assign(self._l_trans / self.lr_multiplier)
+            self._r_trans.assign(self._r_trans / self.lr_multiplier)
+
+    @property
+    def trans(self):
+        """The effective transition matrix ``(num_labels, num_labels)``, float32."""
+        if self.hidden_dim is None:
+            return super().trans
+        l_trans = ops.cast(self._l_trans, "float32") * self.lr_multiplier
+        r_trans = ops.cast(self._r_trans, "float32") * self.lr_multiplier
+        return ops.matmul(l_trans, ops.transpose(r_trans))
+
+    def _history_logits(self, y_true, y_pred, mask, go_backwards):
+        trans = self.trans
+        if go_backwards:
+            lengths = ops.sum(ops.cast(mask, "int32"), axis=1)
+            y_true, y_pred = _reverse_valid(y_true, lengths), _reverse_valid(y_pred, lengths)
+            trans = ops.transpose(trans)
+        history = ops.take(trans, y_true, axis=0)  # row of the label at t scores the label at t + 1
+        history = ops.concatenate([y_pred[:, :1], history[:, :-1]], axis=1)
+        return y_true, (y_pred + history) / 2
+
+    def basic_loss(self, y_true, y_pred, go_backwards=False):
+        """Mean token cross-entropy of one direction (int labels). Returns a float32 scalar."""
+        y_pred = ops.cast(y_pred, "float32")
+        mask = self._mask_of(y_pred)
+        y_pred = ops.where(mask[..., None], y_pred, 0.0)
+        y_true = self._sparse_labels(y_true, y_pred)
+        y_true, logits = self._history_logits(y_true, y_pred, mask, go_backwards)
+        loss = keras.losses.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
+        mask = ops.cast(mask, "float32")
+        return ops.sum(loss * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+    def sparse_loss(self, y_true, y_pred):
+        """Mean of the left-to-right and right-to-left losses, int labels ``(batch_size, seq_len)``."""
+        return (self.basic_loss(y_true, y_pred, False) + self.basic_loss(y_true, y_pred, True)) / 2
+
+    def dense_loss(self, y_true, y_pred):
+        """`sparse_loss` with one-hot labels."""
+        return self.sparse_loss(ops.argmax(y_true, axis=-1), y_pred)
+
+    def basic_accuracy(self, y_true, y_pred, go_backwards=False):
+        """Per-token accuracy of one direction given the true previous label (teacher forcing)."""
+        y_pred = ops.cast(y_pred, "float32")
+        mask = self._mask_of(y_pred)
+        y_pred = ops.where(mask[..., None], y_pred, 0.0)
+        y_true = self._sparse_labels(y_true, y_pred)
+        y_true, logits = self._history_logits(y_true, y_pred, mask, go_backwards)
+        equal = ops.cast(ops.equal(y_true, ops.cast(ops.argmax(logits, axis=-1), "int32")), "float32")
+        mask = ops.cast(mask, "float32")
+        return ops.sum(equal * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+    def sparse_accuracy(self, y_true, y_pred):
+        """Mean of both directions' `basic_accuracy`, int labels."""
+        return (self.basic_accuracy(y_true, y_pred, False) + self.basic_accuracy(y_true, y_pred, True)) / 2
+
+    def dense_accuracy(self, y_true, y_pred):
+        return self.sparse_accuracy(ops.argmax(y_true, axis=-1), y_pred)
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_dim": self.hidden_dim}
+
+
+@register
+class Loss(keras.layers.Layer):
+    """Base of layers that add a loss computed from several tensors of the model.
+
+    For losses that are not a function of ``(y_true, y_pred)`` alone (e.g. a seq2seq
+    cross-entropy masked by segment_ids, a contrastive loss over a batch): subclass, write
+    ``compute_loss(inputs, mask=None)`` returning a scalar, call the layer on the tensors it
+    needs (labels may enter the model as inputs), then ``model.compile(optimizer)`` without a
+    loss. The layer adds the loss with `add_loss` and passes inputs through.
+
+    Args:
+        output_axis: None (return ``inputs`` unchanged), an int (return ``inputs[i]``) or a
+            list of int (return those).
+    Inputs: any tensor or list of tensors. Output: as selected by ``output_axis``.
+    Source: bert4keras 0.11.5 ``Loss``.
+    """
+
+    def __init__(self, output_axis=None, **kwargs):
+        super().__init__(**kwargs)
+        self.output_axis = output_axis
+
+    def call(self, inputs, mask=None):
+        self.add_loss(self.compute_loss(inputs, mask))
+        return self._select(inputs)
+
+    def compute_loss(self, inputs, mask=None):
+        """The scalar loss; write it in a subclass."""
+        raise NotImplementedError
+
+    def _select(self, values):
+        if self.output_axis is None:
+            return values
+        if isinstance(self.output_axis, (list, tuple)):
+            return [values[i] for i in self.output_axis]
+        return values[self.output_axis]
+
+    def compute_output_spec(self, inputs, mask=None):
+        spec = keras.tree.map_structure(lambda x: keras.KerasTensor(x.shape, dtype=x.dtype), inputs)
+        return self._select(spec)
+
+    def compute_mask(self, inputs, mask=None):
+        if mask is None or self.output_axis is None:
+            return mask
+        return self._select(mask)
+
+    def get_config(self):
+        return {**super().get_config(), "output_axis": self.output_axis}
