@@ -335,3 +335,328 @@ def _batch_stream_class():
                 return next(self.stream)
 
     return DataGeneratorPyDataset
+
+
+# ------------------------------------------------------------------------- autoregressive decoding
+
+
+def softmax(x, axis=-1):
+    """NumPy softmax along `axis`, shifted by the maximum for stability."""
+    x = np.asarray(x)
+    x = np.exp(x - x.max(axis=axis, keepdims=True))
+    return x / x.sum(axis=axis, keepdims=True)
+
+
+def _log_softmax(x, axis=-1):
+    x = np.asarray(x)
+    x = x - x.max(axis=axis, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=axis, keepdims=True))
+
+
+class AutoRegressiveDecoder:
+    """Base class for autoregressive generation: greedy, beam search and random sampling.
+
+    Subclass it and write `predict(self, inputs, output_ids, states)` decorated with
+    `@AutoRegressiveDecoder.wraps(default_rtype='probas'|'logits', use_states=False|True)`:
+
+        class AutoTitle(AutoRegressiveDecoder):
+            @AutoRegressiveDecoder.wraps(default_rtype='probas')
+            def predict(self, inputs, output_ids, states):
+                token_ids, segment_ids = inputs
+                ...
+                return self.last_token(model).predict([token_ids, segment_ids])
+
+        autotitle = AutoTitle(start_id=None, end_id=tokenizer._token_end_id, maxlen=32)
+        token_ids = autotitle.beam_search([token_ids, segment_ids], topk=3)
+
+    Decoding works on ONE sample: `inputs` is a list of 1-D arrays (e.g. the token ids
+    and segment ids of one text). Internally every array gets a leading row axis and is
+    repeated or re-selected per beam (beam search) or per sample (random sampling), so
+    `predict` always receives a batch: `inputs[i]` of shape (rows, ...), `output_ids` of
+    shape (rows, cur_len), and must return scores of shape (rows, vocab_size).
+
+    States: with `use_states=True`, `predict` returns `(scores, new_states)`, and
+    `new_states` comes back as the `states` argument of the next call (the first call gets
+    the `states` passed to `beam_search` / `random_sample` / `greedy`). Whenever rows are
+    re-selected, the states follow through `reorder_states(states, indices)`: after the
+    first step (1 row -> `topk` or `n` rows), after each beam re-ranking (a beam's
+    continuation keeps the states of the beam it extends), and when finished rows are
+    dropped. This is how a key/value cache travels with its beam. States may be None, a
+    NumPy array or backend tensor whose first axis is the row, an object with a
+    `reorder(indices)` method (e.g. a cache object), anything supporting `s[indices]`, or
+    a list/tuple/dict of these.
+
+    Args:
+        start_id: int or None, first token of every output; None starts from no token
+            (`output_ids` of shape (1, 0) at the first step).
+        end_id: int or None, the end token; None never stops before `maxlen`.
+        maxlen: int, number of decoding steps (tokens generated, the start token excluded).
+        minlen: int, a sequence counts as finished only once `output_ids` (start token
+            included) has at least `minlen` tokens. As in bert4keras, `end_id` is not
+            masked before that: an end token emitted earlier stays in the sequence and
+            counts towards `min_ends`.
+    Source: bert4keras 0.11.5 `AutoRegressiveDecoder`; state reordering and `greedy` are
+    additions.
+    """
+
+    def __init__(self, start_id, end_id, maxlen, minlen=1):
+        self.start_id = start_id
+        self.end_id = end_id
+        self.maxlen = maxlen
+        self.minlen = minlen
+        self.models = {}
+        if start_id is None:
+            self.first_output_ids = np.empty((1, 0), dtype='int64')
+        else:
+            self.first_output_ids = np.array([[start_id]], dtype='int64')
+
+    @staticmethod
+    def wraps(default_rtype='probas', use_states=False):
+        """Decorator for `predict`: normalises its output for the search methods.
+
+        Args:
+            default_rtype: 'probas' if the decorated `predict` returns probabilities
+                (rows sum to 1), 'logits' if it returns unnormalised scores.
+            use_states: bool, whether the decorated `predict` returns `(scores, states)`
+                (True) or only scores (False, states are then None).
+        Returns:
+            a decorator. The decorated method is called as
+            `predict(inputs, output_ids, states, temperature=1, rtype=default_rtype)` and
+            returns `(x, states)` where `x` has shape (rows, vocab_size) and holds
+            probabilities for `rtype='probas'` and log-probabilities for `rtype='logits'`,
+            both at `temperature` (probas ** (1 / temperature), renormalised; or
+            softmax(logits / temperature)).
+        """
+        if default_rtype not in ('probas', 'logits'):
+            raise ValueError('default_rtype must be "probas" or "logits", got %r' % (default_rtype,))
+
+        def actual_decorator(predict):
+            @functools.wraps(predict)
+            def new_predict(self, inputs, output_ids, states, temperature=1, rtype=default_rtype):
+                if rtype not in ('probas', 'logits'):
+                    raise ValueError('rtype must be "probas" or "logits", got %r' % (rtype,))
+                prediction = predict(self, inputs, output_ids, states)
+                if not use_states:
+                    prediction = (prediction, None)
+                scores, states = prediction
+                scores = np.asarray(scores, dtype='float64')
+                if default_rtype == 'logits':
+                    scores = scores / temperature
+                    if rtype == 'probas':
+                        return softmax(scores), states
+                    return _log_softmax(scores), states
+                if temperature != 1:
+                    scores = np.power(scores, 1.0 / temperature)
+                    scores = scores / scores.sum(axis=-1, keepdims=True)
+                if rtype == 'probas':
+                    return scores, states
+                return np.log(scores + 1e-12), states
+
+            return new_predict
+
+        return actual_decorator
+
+    def predict(self, inputs, output_ids, states=None):
+        """The user's next-token prediction, to be decorated with `wraps`.
+
+        Args:
+            inputs: list of arrays of shape (rows, ...), the sample's inputs per row.
+            output_ids: int array of shape (rows, cur_len), the tokens generated so far.
+            states: whatever the previous call returned (reordered to the current rows),
+                or the initial states at the first call.
+        Returns:
+            scores of shape (rows, vocab_size) (probabilities or logits, as declared to
+            `wraps`), or `(scores, new_states)` when `use_states=True`.
+        """
+        raise NotImplementedError
+
+    def last_token(self, model):
+        """A Keras model with `model`'s inputs that returns its first output at the last position.
+
+        Args:
+            model: a functional Keras model, one or several inputs; its first output has
+                shape (batch_size, seq_len, ...).
+        Returns:
+            keras.Model with output shape (batch_size, ...); built once per model and cached.
+        """
+        models = self.__dict__.setdefault('models', {})  # subclasses may skip __init__
+        if model not in models:
+            import keras
+
+            models[model] = keras.Model(model.inputs, model.outputs[0][:, -1])
+        return models[model]
+
+    def reorder_states(self, states, indices):
+        """Select rows of `states`: row `j` of the result is row `indices[j]` of `states`.
+
+        Called by the search methods whenever rows are re-selected; `indices` may repeat
+        rows and change their number (1 -> beam size after the first step, fewer rows when
+        finished ones are dropped); beam search skips the call when a step keeps every row
+        in place. Override it for states of another layout.
+
+        Args:
+            states: None; a list, tuple or dict (reordered element-wise, recursively); a
+                NumPy array (`states[indices]`); an object with a `reorder(indices)`
+                method (its result is used); a tensor of the Keras backend
+                (`keras.ops.take(states, indices, axis=0)`); or any other object
+                (`states[indices]`).
+            indices: 1-D int64 NumPy array of row indices.
+        Returns:
+            the reordered states, of the same structure.
+        """
+        if states is None:
+            return None
+        if isinstance(states, dict):
+            return type(states)((k, self.reorder_states(v, indices)) for k, v in states.items())
+        if isinstance(states, tuple) and hasattr(states, '_fields'):  # namedtuple
+            return type(states)(*[self.reorder_states(s, indices) for s in states])
+        if isinstance(states, (list, tuple)):
+            return type(states)(self.reorder_states(s, indices) for s in states)
+        if isinstance(states, np.ndarray):
+            return states[indices]
+        if hasattr(states, 'reorder'):
+            return states.reorder(indices)
+        import keras
+
+        if keras.ops.is_tensor(states):  # a tf.Tensor can't be indexed by an array
+            return keras.ops.take(states, indices, axis=0)
+        return states[indices]
+
+    def _end_counts(self, output_ids):
+        if self.end_id is None:
+            return np.zeros(len(output_ids), dtype='int64')
+        return (output_ids == self.end_id).sum(axis=1)
+
+    def beam_search(self, inputs, topk, states=None, temperature=1, min_ends=1):
+        """Beam search: keep the `topk` sequences of highest cumulative log-probability.
+
+        At each step every beam is extended by every token, and the `topk` best of these
+        candidates become the new beams. Once the output has `minlen` tokens, a beam with
+        `min_ends` end tokens is finished: if it is the best beam it is returned, otherwise
+        it is dropped and the beam size shrinks accordingly. After `maxlen` steps the best
+        beam is returned.
+
+        Args:
+            inputs: list of 1-D arrays, the inputs of one sample.
+            topk: int, the beam size.
+            states: initial states for `predict` (see the class docstring).
+            temperature: float, passed to `predict`.
+            min_ends: int, number of end tokens that finish a sequence.
+        Returns:
+            1-D int array, the best sequence (start token included if any).
+        """
+        inputs = [np.array([i]) for i in inputs]
+        output_ids, output_scores = self.first_output_ids, np.zeros(1)
+        for step in range(self.maxlen):
+            scores, states = self.predict(inputs, output_ids, states, temperature, 'logits')
+            num_rows = len(output_ids)
+            scores = output_scores.reshape((-1, 1)) + scores
+            k = min(topk, scores.size)
+            indices = scores.argpartition(-k, axis=None)[-k:]
+            indices_1 = indices // scores.shape[1]  # the beam each candidate extends
+            indices_2 = (indices % scores.shape[1]).reshape((-1, 1))  # its new token
+            output_ids = np.concatenate([output_ids[indices_1], indices_2], 1)
+            output_scores = np.take_along_axis(scores, indices, axis=None)
+            rows = indices_1  # at the first step all zeros: one row repeated k times
+            end_counts = self._end_counts(output_ids)
+            if output_ids.shape[1] >= self.minlen:
+                best_one = output_scores.argmax()
+                if end_counts[best_one] >= min_ends:
+                    return output_ids[best_one]
+                flag = end_counts < min_ends  # unfinished beams
+                if not flag.all():
+                    rows = rows[flag]
+                    output_ids = output_ids[flag]
+                    output_scores = output_scores[flag]
+                    topk = int(flag.sum())
+            # an identity selection (always, with topk=1) needs no gather of the states
+            if len(rows) != num_rows or (rows != np.arange(num_rows)).any():
+                inputs = [i[rows] for i in inputs]
+                states = self.reorder_states(states, rows)
+        return output_ids[output_scores.argmax()]
+
+    def greedy(self, inputs, states=None, min_ends=1):
+        """Greedy decoding: append the most probable token at each step.
+
+        The same as `beam_search(inputs, topk=1, states, min_ends=min_ends)` (up to ties),
+        with one row throughout, so `reorder_states` is never needed.
+
+        Args:
+            inputs: list of 1-D arrays, the inputs of one sample.
+            states: initial states for `predict`.
+            min_ends: int, number of end tokens that finish the sequence.
+        Returns:
+            1-D int array, the decoded sequence (start token included if any).
+        """
+        inputs = [np.array([i]) for i in inputs]
+        output_ids = self.first_output_ids
+        for _ in range(self.maxlen):
+            scores, states = self.predict(inputs, output_ids, states, 1, 'logits')
+            next_id = np.array([[scores[0].argmax()]], dtype=output_ids.dtype)
+            output_ids = np.concatenate([output_ids, next_id], 1)
+            if output_ids.shape[1] >= self.minlen and self._end_counts(output_ids)[0] >= min_ends:
+                break
+        return output_ids[0]
+
+    def random_sample(self, inputs, n, topk=None, topp=None, states=None, temperature=1, min_ends=1):
+        """Sample `n` sequences, each token drawn from the (truncated) predicted distribution.
+
+        `topk` keeps only the `topk` most probable tokens at each step; `topp` keeps the
+        most probable tokens whose cumulative probability first reaches `topp` (nucleus
+        sampling). With both, top-k applies first and top-p to its renormalised result.
+        Draws use NumPy's global random state (`np.random.seed` makes them repeatable).
+
+        Args:
+            inputs: list of 1-D arrays, the inputs of one sample.
+            n: int, number of sequences.
+            topk: None or int. topp: None or float in (0, 1].
+            states: initial states for `predict`.
+            temperature: float, passed to `predict`.
+            min_ends: int, number of end tokens that finish a sequence.
+        Returns:
+            list of `n` 1-D int arrays: finished sequences in the order they finished, then
+            the unfinished ones (which ran for `maxlen` steps).
+        """
+        inputs = [np.array([i]) for i in inputs]
+        output_ids = self.first_output_ids
+        results = []
+        for step in range(self.maxlen):
+            probas, states = self.predict(inputs, output_ids, states, temperature, 'probas')
+            probas = probas / probas.sum(axis=1, keepdims=True)
+            if step == 0:  # one row so far: repeat it for the n samples
+                rows = np.zeros(n, dtype='int64')
+                probas = probas[rows]
+                inputs = [i[rows] for i in inputs]
+                output_ids = output_ids[rows]
+                states = self.reorder_states(states, rows)
+            if topk is not None:
+                k = min(topk, probas.shape[1])
+                k_indices = probas.argpartition(-k, axis=1)[:, -k:]
+                probas = np.take_along_axis(probas, k_indices, axis=1)
+                probas /= probas.sum(axis=1, keepdims=True)
+            if topp is not None:
+                p_indices = probas.argsort(axis=1)[:, ::-1]
+                probas = np.take_along_axis(probas, p_indices, axis=1)
+                cumsum_probas = np.cumsum(probas, axis=1)
+                flag = np.roll(cumsum_probas >= topp, 1, axis=1)  # past the token reaching topp
+                flag[:, 0] = False
+                probas[flag] = 0
+                probas /= probas.sum(axis=1, keepdims=True)
+            sample_ids = np.array([np.random.choice(len(p), p=p) for p in probas]).reshape((-1, 1))
+            if topp is not None:
+                sample_ids = np.take_along_axis(p_indices, sample_ids, axis=1)
+            if topk is not None:
+                sample_ids = np.take_along_axis(k_indices, sample_ids, axis=1)
+            output_ids = np.concatenate([output_ids, sample_ids.astype(output_ids.dtype)], 1)
+            if output_ids.shape[1] >= self.minlen:
+                flag = self._end_counts(output_ids) >= min_ends  # finished
+                if flag.any():
+                    results.extend(output_ids[flag])
+                    if flag.all():
+                        return results
+                    rows = np.flatnonzero(~flag)
+                    inputs = [i[rows] for i in inputs]
+                    output_ids = output_ids[rows]
+                    states = self.reorder_states(states, rows)
+        results.extend(output_ids)
+        return results
