@@ -1,0 +1,188 @@
+"""Chinese sentiment classification on bert4keras's sentiment set: BERT pooled [CLS] -> Dense(2).
+
+With an official Chinese BERT (e.g. chinese_L-12_H-768_A-12) it fine-tunes that checkpoint:
+
+    python examples/task_sentiment_zh.py --config bert_config.json --checkpoint bert_model.ckpt [--vocab vocab.txt]
+
+Without one (the default) it trains a small BERT from scratch on the same task, over the Google Chinese
+vocab simplified by `load_vocab(..., simplified=True)`, so it runs anywhere in a few minutes:
+
+    python examples/task_sentiment_zh.py
+
+Data: <data-dir>/zh/sentiment.zip, members sentiment/sentiment.{train,valid,test}.data (`text\tlabel`),
+read in place; vocab: <data-dir>/vocab/chinese_bert_vocab.txt. The weights that do best on the valid
+split are restored before testing. Choose the backend with KERAS_BACKEND=tensorflow|jax|torch.
+"""
+
+import argparse
+import os
+import time
+import zipfile
+
+import numpy as np
+
+import keras
+from bert4keras.models import build_transformer_model
+from bert4keras.snippets import DataGenerator, sequence_padding
+from bert4keras.tokenizers import Tokenizer, load_vocab
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", default=os.environ.get("BERT4KERAS_DATA", os.path.join(REPO, "..", "shared", "data")),
+                   help="folder holding zh/sentiment.zip and vocab/ (default: $BERT4KERAS_DATA or <repo>/../shared/data)")
+    p.add_argument("--config", help="bert_config.json of an official Chinese BERT (with --checkpoint)")
+    p.add_argument("--checkpoint", help="its TF1 checkpoint prefix, e.g. .../bert_model.ckpt")
+    p.add_argument("--vocab", help="vocab.txt (default: <data-dir>/vocab/chinese_bert_vocab.txt)")
+    p.add_argument("--maxlen", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=None, help="default: 3 from scratch, 2 with a checkpoint")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate; default: 1e-3 from scratch, 2e-5 with a checkpoint")
+    p.add_argument("--train-size", type=int, default=0, help="use only N training texts (0: all 16883)")
+    p.add_argument("--test-size", type=int, default=0, help="evaluate on only N test texts (0: all 2111)")
+    p.add_argument("--seed", type=int, default=42)
+    scratch = p.add_argument_group("model trained from scratch (when no --checkpoint)")
+    scratch.add_argument("--num-hidden-layers", type=int, default=2)
+    scratch.add_argument("--hidden-size", type=int, default=128)
+    scratch.add_argument("--num-attention-heads", type=int, default=2)
+    scratch.add_argument("--intermediate-size", type=int, default=512)
+    return p.parse_args(argv)
+
+
+def load_data(zip_path, split, limit=0):
+    """[(text, label)] of one split, read from the zip in place."""
+    with zipfile.ZipFile(zip_path) as z:
+        lines = z.read(f"sentiment/sentiment.{split}.data").decode("utf-8").splitlines()
+    data = []
+    for line in lines:
+        text, label = line.rsplit("\t", 1)
+        data.append((text, int(label)))
+    return data[:limit] if limit else data
+
+
+class SortedBatches(DataGenerator):
+    """Batches of (token_ids, segment_ids) -> labels, padded per batch.
+
+    When shuffling, examples are drawn in chunks of 100 batches and sorted by length inside a chunk, so
+    a batch holds texts of similar length and little padding; the batches are then shuffled. Lengths are
+    padded up to a multiple of 16 so that XLA and JAX compile only a handful of shapes.
+    """
+
+    def __init__(self, data, tokenizer, maxlen, batch_size=32, chunk_batches=100):
+        super().__init__(data, batch_size=batch_size)
+        self.encoded = [(*tokenizer.encode(text, maxlen=maxlen), label) for text, label in data]
+        self.chunk_batches = chunk_batches
+
+    def padded_length(self, batch):
+        return -(-max(len(self.encoded[i][0]) for i in batch) // 16) * 16
+
+    def __iter__(self, random=False):
+        order = np.random.permutation(len(self.encoded)) if random else np.arange(len(self.encoded))
+        batches = []
+        chunk = self.batch_size * self.chunk_batches
+        for start in range(0, len(order), chunk):
+            idx = order[start:start + chunk]
+            if random:
+                idx = sorted(idx, key=lambda i: len(self.encoded[i][0]))
+            batches += [idx[i:i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+        if random:
+            np.random.shuffle(batches)
+        lengths = [self.padded_length(batch) for batch in batches]
+        # Keras takes a generator's tensor shapes from its first two batches: on TensorFlow a length
+        # that both share would be fixed for good, so make those two differ when the data allows.
+        if len(batches) > 2 and lengths[0] == lengths[1]:
+            j = next((j for j in range(2, len(batches)) if lengths[j] != lengths[0]), None)
+            if j is not None:
+                batches[1], batches[j], lengths[1], lengths[j] = batches[j], batches[1], lengths[j], lengths[1]
+        for batch, length in zip(batches, lengths):
+            token_ids, segment_ids, labels = zip(*(self.encoded[i] for i in batch))
+            # A tuple, not a list, of inputs: Keras turns a generator into a tf.data pipeline on TensorFlow.
+            yield (
+                (sequence_padding(token_ids, length=length), sequence_padding(segment_ids, length=length)),
+                np.array(labels, dtype="int32"),
+            )
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.time()
+    keras.utils.set_random_seed(args.seed)
+    pretrained = bool(args.checkpoint)
+    if pretrained and not args.config:
+        raise SystemExit("--checkpoint needs --config")
+    epochs = args.epochs or (2 if pretrained else 3)
+    lr = args.lr or (2e-5 if pretrained else 1e-3)
+    vocab_path = args.vocab or os.path.join(args.data_dir, "vocab", "chinese_bert_vocab.txt")
+
+    zip_path = os.path.join(args.data_dir, "zh", "sentiment.zip")
+    train_data = load_data(zip_path, "train", args.train_size)
+    valid_data = load_data(zip_path, "valid")
+    test_data = load_data(zip_path, "test", args.test_size)
+
+    if pretrained:
+        tokenizer = Tokenizer(vocab_path, do_lower_case=True)
+        bert = build_transformer_model(args.config, args.checkpoint, model="bert", with_pool=True)
+        model_desc = f"pretrained {args.checkpoint}"
+    else:
+        # A randomly initialised model has no use for the ~7,500 [unused], ## and foreign-script tokens.
+        token_dict, _ = load_vocab(vocab_path, simplified=True, startswith=["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
+        tokenizer = Tokenizer(token_dict, do_lower_case=True)
+        bert = build_transformer_model(
+            None, None, model="bert", with_pool=True,
+            vocab_size=len(token_dict), hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers,
+            num_attention_heads=args.num_attention_heads, intermediate_size=args.intermediate_size,
+            hidden_act="gelu", max_position=args.maxlen, dropout_rate=0.1,
+        )
+        model_desc = (f"from scratch: layers={args.num_hidden_layers} hidden={args.hidden_size} "
+                      f"heads={args.num_attention_heads} intermediate={args.intermediate_size} vocab={len(token_dict)}")
+
+    train_gen = SortedBatches(train_data, tokenizer, args.maxlen, args.batch_size)
+    valid_gen = SortedBatches(valid_data, tokenizer, args.maxlen, args.batch_size)
+    test_gen = SortedBatches(test_data, tokenizer, args.maxlen, args.batch_size)
+
+    output = keras.layers.Dropout(0.1, name="Classifier-Dropout")(bert.output)
+    output = keras.layers.Dense(
+        2, activation="softmax", kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+        name="Classifier-Dense",
+    )(output)
+    model = keras.Model(bert.inputs, output)
+
+    total_steps = len(train_gen) * epochs
+    warmup_steps = max(1, total_steps // 10)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0, decay_steps=total_steps - warmup_steps,
+        warmup_target=lr, warmup_steps=warmup_steps,
+    )
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=0.01)
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+    best = keras.callbacks.EarlyStopping(
+        monitor="val_accuracy", mode="max", patience=1, restore_best_weights=True, verbose=1)
+    model.fit(
+        train_gen.forfit(),
+        steps_per_epoch=len(train_gen),
+        shuffle=False,  # the generator shuffles
+        epochs=epochs,
+        validation_data=valid_gen.forfit(random=False),
+        validation_steps=len(valid_gen),
+        callbacks=[best],
+    )
+    _, test_accuracy = model.evaluate(test_gen.forfit(random=False), steps=len(test_gen), verbose=0)
+    wall = time.time() - start
+
+    print(
+        f"sentiment (zh) test accuracy: {test_accuracy:.4f} ({len(test_data)} texts; best valid accuracy "
+        f"{best.best:.4f} at epoch {best.best_epoch + 1}) | wall time: {wall:.0f}s | backend: {keras.backend.backend()}"
+    )
+    print(
+        f"settings: {model_desc} train_size={len(train_data)} epochs={epochs} batch_size={args.batch_size} "
+        f"maxlen={args.maxlen} lr={lr} seed={args.seed}"
+    )
+    return test_accuracy
+
+
+if __name__ == "__main__":
+    main()
