@@ -126,6 +126,7 @@ class Transformer:
         self.name = name
         self.layers = {} if layers is None else layers
         self.position_bias = None
+        self._cache = None  # set while `build_cache_model` runs
         self.built = False
 
     @property
@@ -178,10 +179,91 @@ class Transformer:
         return self.apply(
             inputs=mask_inputs,
             layer=AttentionMask,
+            arguments=self.cache_arguments(key_length=True),
             mode=mode,
             pad_id=self.pad_token_id,
             name="Attention-Mask",
         )
+
+    # -- incremental decoding -------------------------------------------------------------------
+
+    @property
+    def supports_cache(self):
+        """Whether `build_cache_model` applies: causal (``lm``) or ``unilm`` attention."""
+        return self.application in ("lm", "unilm")
+
+    def cache_arguments(self, key_length=False):
+        """Call arguments of position/mask layers while building the cache model, else {}."""
+        if self._cache is None:
+            return {}
+        arguments = {"start_index": self._cache["index"]}
+        if key_length:
+            arguments["key_length"] = self._cache["length"]
+        return arguments
+
+    def cached_attention(self, inputs, arguments, self_attention=True, **kwargs):
+        """`MultiHeadAttention` through `apply`; while a `CacheModel` runs the builder, a
+        self-attention call also takes the next KV cache and hands back its update."""
+        if self._cache is None or not self_attention:
+            return self.apply(inputs=inputs, layer=MultiHeadAttention, arguments=arguments, **kwargs)
+        cache = self._cache["caches"][len(self._cache["outputs"])]
+        arguments = dict(arguments, cache=cache, cache_index=self._cache["index"])
+        o, new_cache = self.apply(inputs=inputs, layer=MultiHeadAttention, arguments=arguments, **kwargs)
+        self._cache["outputs"].append(new_cache)
+        return o
+
+    def cache_shapes(self, max_length):
+        """Shapes (without batch) of the KV caches, one per self-attention call."""
+        if self.attention_key_size != self.attention_head_size:
+            raise ValueError("Incremental decoding needs attention_key_size == attention_head_size.")
+        shape = (2, int(max_length), self.num_attention_heads, self.attention_head_size)
+        return [shape] * self.num_hidden_layers
+
+    def run_cached(self, chunk, index, caches, max_length):
+        """Run the builder's graph eagerly on a chunk of tokens with KV caches (see `CacheModel`)."""
+        saved = (self.attention_mask, self.position_bias, getattr(self, "inputs", None))
+        self._cache = {"index": index, "length": int(max_length), "caches": list(caches), "outputs": []}
+        try:
+            self.position_bias = None
+            self.inputs = list(chunk)
+            self.attention_mask = self.compute_attention_mask(self.inputs)
+            x = self.apply_embeddings(self.inputs)
+            for i in range(self.num_hidden_layers):
+                x = self.apply_main_layers(x, i)
+            return [self.apply_final_layers(x)] + self._cache["outputs"]
+        finally:
+            self.attention_mask, self.position_bias, self.inputs = saved
+            self._cache = None
+
+    def build_cache_model(self, max_length):
+        """A `CacheModel`: runs a chunk of new tokens against fixed-size KV caches.
+
+        Raises:
+            ValueError: the model is not causal (``application`` not ``'lm'``/``'unilm'``).
+        """
+        if not self.supports_cache:
+            raise ValueError(
+                f"{type(self).__name__} with application={self.application!r} cannot decode "
+                "incrementally; build it with application='lm' or 'unilm'."
+            )
+        return CacheModel(self, max_length)
+
+    def predictor(self, max_length=None):
+        """``predict(inputs, output_ids, states)`` for `snippets.AutoRegressiveDecoder`.
+
+        With ``max_length`` and a causal model, a `CachedPredictor` (KV cache, states carry
+        it; use ``wraps(use_states=True)``); otherwise a `FullPredictor` that recomputes the
+        whole prefix each step. Both return the last position's probabilities.
+        """
+        if max_length is not None and self.supports_cache:
+            return CachedPredictor(self, max_length)
+        return FullPredictor(self)
+
+    def chunk_inputs(self, inputs, output_ids, first):
+        """The model inputs for the tokens to run now: all of the prompt and ``output_ids`` at
+        the first step, the last output token afterwards."""
+        token_ids = np.concatenate([inputs[0], output_ids], 1) if first else output_ids[:, -1:]
+        return [token_ids.astype("int32")]
 
     def compute_position_bias(self, x):
         """The position tensor given to every attention layer (None for absolute positions)."""
@@ -285,6 +367,100 @@ class Transformer:
         write_tf_checkpoint(filename, collect_stored(pairs))
 
 
+class CacheModel(keras.Model):
+    """Incremental decoding model sharing every layer (and weight) of a builder's model.
+
+    Inputs (a list): the model's own inputs for a chunk of new tokens, int32 ``(batch_size,
+    chunk_len)`` each (T5's decoder: the context first); the position of the chunk's first
+    token, int32 ``(batch_size,)`` (equal across the batch); then one KV cache ``(batch_size,
+    2, max_length, heads, head_size)`` per self-attention layer. Outputs: the model's output
+    for the chunk, then the updated caches. Shapes are fixed for a given chunk length, so the
+    compiled predict function (XLA / ``jax.jit`` / TF graph) is traced once per chunk length.
+    Prompts must not contain padding (rows of a batch share one length).
+    """
+
+    def __init__(self, transformer, max_length, **kwargs):
+        super().__init__(**kwargs)
+        self.transformer = transformer
+        self.max_length = int(max_length)
+        # tracked so the compiled predict function takes the weights as state
+        self.shared_layers = [layer for layer in transformer.model.layers if layer.weights]
+
+    def call(self, inputs):
+        caches = inputs[-self.transformer.num_hidden_layers:]
+        index = inputs[-self.transformer.num_hidden_layers - 1]
+        chunk = inputs[: -self.transformer.num_hidden_layers - 1]
+        return self.transformer.run_cached(chunk, index, caches, self.max_length)
+
+
+class KVCache:
+    """Decoding state of a `CachedPredictor`: the caches (NumPy, one per self-attention call,
+    ``(batch_size, 2, max_length, heads, head_size)``) and the next write position.
+    `AutoRegressiveDecoder` calls `reorder` when it re-ranks beams or drops finished rows."""
+
+    def __init__(self, caches, index):
+        self.caches = caches
+        self.index = index
+
+    def reorder(self, indices):
+        return KVCache([cache[indices] for cache in self.caches], self.index)
+
+
+class FullPredictor:
+    """``predict(inputs, output_ids, states)`` that reruns the whole prefix each step.
+
+    Returns ``(probas of the last position (batch_size, vocab_size), states)``.
+    """
+
+    def __init__(self, transformer):
+        self.transformer = transformer
+
+    def __call__(self, inputs, output_ids, states=None):
+        chunk = self.transformer.chunk_inputs(inputs, output_ids, first=True)
+        outputs = self.transformer.model.predict_on_batch(chunk)
+        return np.asarray(outputs)[:, -1], states
+
+
+class CachedPredictor:
+    """``predict(inputs, output_ids, states)`` with a fixed-size KV cache.
+
+    The first call runs the prompt and any ``output_ids`` in one chunk; each later call runs
+    only the newest token. ``states`` is a `KVCache` (None at the first call), so the decoder
+    must use ``wraps(use_states=True)``. Returns ``(probas of the last position (batch_size,
+    vocab_size), KVCache)``.
+
+    Raises:
+        ValueError: the sequence would grow past ``max_length``.
+    """
+
+    def __init__(self, transformer, max_length):
+        self.transformer = transformer
+        self.max_length = int(max_length)
+        self.model = transformer.build_cache_model(self.max_length)
+        self.cache_shapes = transformer.cache_shapes(self.max_length)
+
+    def __call__(self, inputs, output_ids, states=None):
+        output_ids = np.asarray(output_ids, dtype="int32")
+        first = states is None
+        chunk = self.transformer.chunk_inputs(inputs, output_ids, first)
+        batch_size, chunk_len = chunk[-1].shape[0], chunk[-1].shape[1]
+        if first:
+            dtype = keras.config.dtype_policy().compute_dtype
+            caches = [np.zeros((batch_size,) + shape, dtype) for shape in self.cache_shapes]
+            index = 0
+        else:
+            caches, index = states.caches, states.index
+        if index + chunk_len > self.max_length:
+            raise ValueError(
+                f"Decoding past the KV cache: position {index + chunk_len} > max_length "
+                f"{self.max_length}; build the predictor with a larger max_length."
+            )
+        position = np.full((batch_size,), index, "int32")
+        outputs = self.model.predict_on_batch(chunk + [position] + list(caches))
+        probas, caches = outputs[0], outputs[1:]
+        return np.asarray(probas)[:, -1], KVCache([np.asarray(c) for c in caches], index + chunk_len)
+
+
 class BERT(Transformer):
     """BERT (Devlin et al. 2018), post-LayerNorm encoder; Google's official checkpoint names.
 
@@ -339,6 +515,16 @@ class BERT(Transformer):
             inputs.append(self.input("Input-Position"))
         return inputs
 
+    def chunk_inputs(self, inputs, output_ids, first):
+        chunk = super().chunk_inputs(inputs, output_ids, first)
+        if self.segment_vocab_size > 0:
+            # generated tokens: segment 1 for UniLM, else the prompt's last segment id
+            segment = 1 if self.application == "unilm" else inputs[1][:, -1:]
+            generated = np.ones_like(output_ids) * segment
+            segment_ids = np.concatenate([inputs[1], generated], 1) if first else generated[:, -1:]
+            chunk.append(segment_ids.astype("int32"))
+        return chunk
+
     def compute_attention_mask(self, inputs):
         if self.application == "unilm" and self.segment_vocab_size <= 0:
             raise ValueError("application='unilm' needs segment ids: segment_vocab_size must be > 0.")
@@ -392,6 +578,7 @@ class BERT(Transformer):
         return self.apply(
             inputs=x,
             layer=PositionEmbedding,
+            arguments=self.cache_arguments(),
             input_dim=self.max_position,
             output_dim=self.embedding_size,
             merge_mode="add",
@@ -416,16 +603,13 @@ class BERT(Transformer):
 
     def attention(self, x, name, mask=None, context=None, position=None):
         """Multi-head attention of ``x`` over ``context`` (default: self-attention)."""
+        self_attention = context is None
         context = x if context is None else context
-        inputs = [x, context, context]
-        if mask is not None:
-            inputs.append(mask)
-        if position is not None:
-            inputs.append(position)
-        return self.apply(
-            inputs=inputs,
-            layer=MultiHeadAttention,
-            arguments={"p_bias": self.p_bias if position is not None else None},
+        inputs = [x, context, context] + [t for t in (mask, position) if t is not None]
+        return self.cached_attention(
+            inputs,
+            {"p_bias": self.p_bias if position is not None else None},
+            self_attention=self_attention,
             heads=self.num_attention_heads,
             head_size=self.attention_head_size,
             out_dim=self.hidden_size,
@@ -717,6 +901,7 @@ class NEZHA(BERT):
             self.position_bias = self.apply(
                 inputs=[x, x],
                 layer=RelativePositionEmbedding,
+                arguments=self.cache_arguments(key_length=True),
                 input_dim=2 * self.max_relative_position + 1,
                 output_dim=self.attention_key_size,
                 embeddings_initializer=Sinusoidal(),
@@ -745,6 +930,7 @@ class RoFormer(BERT):
             self.position_bias = self.apply(
                 inputs=x,
                 layer=SinusoidalPositionEmbedding,
+                arguments=self.cache_arguments(),
                 output_dim=self.attention_key_size,
                 merge_mode="zero",
                 name="Embedding-Rotary-Position",
@@ -1116,12 +1302,13 @@ class T5_Base(Transformer):
         return self.apply(inputs=x, layer=keras.layers.Dropout, rate=self.dropout_rate, name=name)
 
     def attention(self, x, name, mask=None, context=None, position=None):
+        self_attention = context is None
         context = x if context is None else context
         inputs = [x, context, context] + [t for t in (mask, position) if t is not None]
-        return self.apply(
-            inputs=inputs,
-            layer=MultiHeadAttention,
-            arguments={"p_bias": "t5_relative" if position is not None else None},
+        return self.cached_attention(
+            inputs,
+            {"p_bias": "t5_relative" if position is not None else None},
+            self_attention=self_attention,
             heads=self.num_attention_heads,
             head_size=self.attention_head_size,
             out_dim=self.hidden_size,
@@ -1150,10 +1337,11 @@ class T5_Base(Transformer):
         y = self.dropout(y, f"{name}-Dropout")
         return self.apply(inputs=[x, y], layer=keras.layers.Add, name=f"{name}-Add")
 
-    def relative_position(self, q, k, bidirectional, name):
+    def relative_position(self, q, k, bidirectional, name, self_attention=True):
         return self.apply(
             inputs=[q, k],
             layer=RelativePositionEmbeddingT5,
+            arguments=self.cache_arguments(key_length=self_attention),
             input_dim=self.relative_attention_num_buckets,
             output_dim=self.num_attention_heads,
             max_distance=self.relative_attention_max_distance,
@@ -1308,12 +1496,19 @@ class T5_Decoder(T5_Base):
             self.input("Decoder-Input-Token"),
         ]
 
+    supports_cache = True
+
+    def chunk_inputs(self, inputs, output_ids, first):
+        """``inputs`` is ``[context]``: the encoder output for the prompt."""
+        token_ids = output_ids if first else output_ids[:, -1:]
+        return [inputs[0], token_ids.astype("int32")]
+
     def compute_attention_mask(self, inputs):
         self.context_mask = self.apply(inputs=inputs[0], layer=AttentionMask, mode="context",
                                        name="Decoder-Context-Mask")
         # causal only: the decoder's start token is the pad id 0
-        return self.apply(inputs=inputs[1], layer=AttentionMask, mode="causal", pad_id=None,
-                          name="Decoder-Attention-Mask")
+        return self.apply(inputs=inputs[1], layer=AttentionMask, arguments=self.cache_arguments(key_length=True),
+                          mode="causal", pad_id=None, name="Decoder-Attention-Mask")
 
     def apply_embeddings(self, inputs):
         c, x = inputs
@@ -1322,7 +1517,8 @@ class T5_Decoder(T5_Base):
         self.position_bias = self.relative_position(x, x, False, "Decoder-Embedding-Relative-Position")
         self.cross_bias = None
         if self.cross_position_bias:
-            self.cross_bias = self.relative_position(x, c, False, "Decoder-Embedding-Relative-Position")
+            self.cross_bias = self.relative_position(x, c, False, "Decoder-Embedding-Relative-Position",
+                                                     self_attention=False)
         return [c, x]
 
     def apply_main_layers(self, inputs, index):
@@ -1383,6 +1579,14 @@ class T5(T5_Base):
         self.outputs = [self.decoder(self.encoder.outputs + self.decoder.inputs[1:])]
         self.model = keras.Model(self.inputs, self.outputs[0], name=self.name)
         self.built = True
+
+    def build_cache_model(self, max_length):
+        """The decoder's cache model (see `Transformer.build_cache_model`)."""
+        return self._decoder.build_cache_model(max_length)
+
+    def predictor(self, max_length=None):
+        """Decoder predictor; its ``inputs`` are ``[encoder output]`` (see `Transformer.predictor`)."""
+        return self._decoder.predictor(max_length)
 
 
 MODELS = {
