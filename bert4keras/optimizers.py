@@ -219,8 +219,8 @@ class AdaFactor(keras.optimizers.Optimizer):
     The two largest axes are factored when the smaller of them has at least
     `min_dim_size_to_factor` entries. `beta2=None` means 1 - t^-0.8 and `learning_rate=None`
     means min(1/sqrt(t), 0.01) (times 0.05 without parameter scale), t the update count.
-    Keras' `Adafactor` differs (always factors the last two axes, no beta1, no exclusions,
-    relative step min(lr, 1/sqrt(t))), hence this port.
+    Keras' `Adafactor` differs (it always factors the last two axes, always scales by rms(w),
+    has no beta1 and no exclusions, and steps by min(lr, 1/sqrt(t))), hence this port.
 
     Args:
         learning_rate: float, schedule or None (relative step size).
@@ -651,13 +651,16 @@ def extend_with_exponential_moving_average(BaseOptimizer):
     evaluation, e.g. in a callback's `on_epoch_end`; with JAX inside `on_train_batch_end`
     call `model.jax_state_sync()` first. Keras' `use_ema` differs (its average starts at the
     first weights and may overwrite the model at the end of `fit`), so it is not used here.
-    Source: Su Jianlin, "“让Keras更酷一些！”：中间变量、权重滑动和安全生成器" (kexue.fm, 2019-03-14).
+    Source: Su Jianlin, "“让Keras更酷一些！”：中间变量、权重滑动和安全生成器"
+    (kexue.fm, 2019-03-14).
     """
 
     class NewOptimizer(BaseOptimizer):
         def __init__(self, *args, ema_momentum=0.999, **kwargs):
             if kwargs.get("use_ema"):
                 raise ValueError("use either extend_with_exponential_moving_average or Keras' use_ema, not both")
+            if not 0.0 <= ema_momentum < 1.0:
+                raise ValueError(f"ema_momentum must be in [0, 1), got {ema_momentum}")
             # Keras' base optimizer owns the `ema_momentum` attribute and config entry.
             super().__init__(*args, ema_momentum=ema_momentum, **kwargs)
             self._old_weights = None

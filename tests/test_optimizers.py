@@ -283,7 +283,11 @@ def multiplier(call):
 def test_piecewise_linear_interpolates():
     steps = np.arange(0, 15)
     schedule = O.PiecewiseLinearSchedule(0.1, SCHEDULE)
-    np.testing.assert_allclose(ops.convert_to_numpy(schedule(steps)), 0.1 * np.interp(steps, [0, 4, 8], [0, 1, 0.25]), rtol=1e-6)
+    expected = 0.1 * np.interp(steps, [0, 4, 8], [0, 1, 0.25])
+    np.testing.assert_allclose(ops.convert_to_numpy(schedule(steps)), expected, rtol=1e-6)
+    serialized = json.loads(json.dumps(keras.saving.serialize_keras_object(schedule)))
+    restored = keras.saving.deserialize_keras_object(serialized)
+    np.testing.assert_allclose(ops.convert_to_numpy(restored(steps)), expected, rtol=1e-6)
     no_zero = O.piecewise_linear(steps, {3: 2.0, 5: 1.0}, from_zero=False)
     np.testing.assert_allclose(ops.convert_to_numpy(no_zero), np.interp(steps, [3, 5], [2.0, 1.0]), rtol=1e-6)
 
@@ -309,7 +313,8 @@ def test_piecewise_lr_clock_counts_accumulation_micro_steps(order):
     rng = np.random.default_rng(1)
     w = W0.astype("float64")
     for call in range(10):
-        np.testing.assert_allclose(float(ops.convert_to_numpy(optimizer.learning_rate)), 0.1 * multiplier(call), rtol=1e-6)
+        lr = float(ops.convert_to_numpy(optimizer.learning_rate))
+        np.testing.assert_allclose(lr, 0.1 * multiplier(call), rtol=1e-6)
         grads = [rng.normal(size=(3, 2)), np.zeros(2)]
         loop(grads)
         if call % 2 == 0:
@@ -390,7 +395,8 @@ def test_lookahead_slow_weights_follow_paper(mode):
 
 
 def test_lookahead_syncs_only_every_k_steps():
-    optimizer = O.extend_with_lookahead(keras.optimizers.SGD)(learning_rate=0.1, steps_per_slow_update=3, slow_step_size=0.5)
+    SGDLA = O.extend_with_lookahead(keras.optimizers.SGD)
+    optimizer = SGDLA(learning_rate=0.1, steps_per_slow_update=3, slow_step_size=0.5)
     model = linear_model()
     loop = Loop(optimizer, model.trainable_variables)
     rng = np.random.default_rng(2)
@@ -507,7 +513,8 @@ def test_ema_from_a_callback_during_fit():
             self.model.optimizer.reset_old_weights()
 
     model = linear_model()
-    model.compile(optimizer=O.extend_with_exponential_moving_average(keras.optimizers.SGD)(0.1, ema_momentum=0.8), loss="mse")
+    SGDEMA = O.extend_with_exponential_moving_average(keras.optimizers.SGD)
+    model.compile(optimizer=SGDEMA(0.1, ema_momentum=0.8), loss="mse")
     callback = EvaluateWithEMA()
     model.fit(X, T, batch_size=6, epochs=3, shuffle=False, verbose=0, callbacks=[callback])
     trajectory, params = [], [W0.astype("float64"), B0.astype("float64")]
@@ -559,21 +566,26 @@ def test_composition_trains_tiny_bert():
     )
     model = keras.Model(bert.inputs, keras.layers.Dense(2, activation="softmax", name="head")(bert.output))
     Chain = O.extend_with_exponential_moving_average(
-        O.extend_with_gradient_accumulation(O.extend_with_piecewise_linear_lr(O.AdamW))
+        O.extend_with_lazy_optimization(
+            O.extend_with_gradient_accumulation(O.extend_with_piecewise_linear_lr(O.AdamW))
+        )
     )
     optimizer = Chain(
         learning_rate=5e-3, weight_decay_rate=0.01, exclude_from_weight_decay=["Norm", "bias"],
-        lr_schedule={4: 1.0}, grad_accum_steps=2, ema_momentum=0.9,
+        lr_schedule={4: 1.0}, grad_accum_steps=2, include_in_lazy_optimization=["Embedding-Token"],
+        ema_momentum=0.9,
     )
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    # XLA on TensorFlow too ("auto" means no XLA on a TF CPU); JAX always compiles.
+    jit_compile = True if BACKEND == "tensorflow" else "auto"
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
     rng = np.random.default_rng(0)
     token_ids = rng.integers(1, 50, size=(16, 8)).astype("int32")
     segment_ids = np.zeros_like(token_ids)
     labels = (token_ids[:, 0] > 25).astype("int32")
-    history = model.fit([token_ids, segment_ids], labels, batch_size=4, epochs=8, shuffle=False, verbose=0)
+    history = model.fit([token_ids, segment_ids], labels, batch_size=4, epochs=5, shuffle=False, verbose=0)
     losses = history.history["loss"]
-    assert losses[-1] < 0.8 * losses[0], losses
-    assert int(ops.convert_to_numpy(optimizer.iterations)) == 16  # 32 calls / 2
+    assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < 0.5 * losses[0], losses
+    assert int(ops.convert_to_numpy(optimizer.iterations)) == 10  # 20 calls / 2
     optimizer.apply_ema_weights()
     optimizer.reset_old_weights()
 
@@ -616,7 +628,9 @@ def test_config_round_trips_through_json(cls, kwargs):
     config = optimizer.get_config()
     for key, value in kwargs.items():
         assert config[key] == value, key
-    restored = keras.saving.deserialize_keras_object(json.loads(json.dumps(keras.saving.serialize_keras_object(optimizer))))
+    serialized = json.loads(json.dumps(keras.saving.serialize_keras_object(optimizer)))
+    assert serialized["registered_name"] == keras.saving.get_registered_name(cls)
+    restored = keras.saving.deserialize_keras_object(serialized)
     assert type(restored) is cls
     assert restored.get_config() == config
 
