@@ -1106,7 +1106,9 @@ class MaximumEntropyMarkovModel(ConditionalRandomField):
         hidden_dim: None or int; if given, ``A = L R^T`` with ``L, R`` of shape
             ``(num_labels, hidden_dim)`` (low rank, for many labels).
     Inputs / output / use: as `ConditionalRandomField` (losses return a scalar: the mean over
-    real tokens of the batch). Weights: ``trans``, or ``l_trans`` and ``r_trans``.
+    real tokens of the batch). The accuracies read the transitions, which Keras's JAX trainer
+    keeps out of reach of compiled metrics: on JAX call them after `predict` rather than
+    passing them to ``compile(metrics=...)``. Weights: ``trans``, or ``l_trans`` and ``r_trans``.
     Source: McCallum et al. 2000; Su Jianlin, "CRF用过了，不妨再了解下更快的MEMM？", kexue.fm 7213;
     bert4keras 0.11.5 ``MaximumEntropyMarkovModel``.
     """

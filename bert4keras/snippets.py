@@ -660,3 +660,173 @@ class AutoRegressiveDecoder:
                     states = self.reorder_states(states, rows)
         results.extend(output_ids)
         return results
+
+
+class ViterbiDecoder:
+    """Most likely label path of a linear-chain CRF, in NumPy.
+
+    Args:
+        trans: ``(num_labels, num_labels)`` array, ``trans[i, j]`` the score of label i
+            followed by label j (e.g. ``keras.ops.convert_to_numpy(crf.trans)``).
+        starts: None or list of int, the labels a path may start with (others are excluded).
+        ends: None or list of int, the labels a path may end with.
+    Source: bert4keras 0.11.5 ``ViterbiDecoder``.
+    """
+
+    def __init__(self, trans, starts=None, ends=None):
+        self.trans = np.asarray(trans)
+        self.num_labels = len(self.trans)
+        self.non_starts = [] if starts is None else [i for i in range(self.num_labels) if i not in starts]
+        self.non_ends = [] if ends is None else [i for i in range(self.num_labels) if i not in ends]
+
+    def decode(self, nodes):
+        """Best path for emission scores ``nodes`` ``(seq_len, num_labels)`` (the real tokens
+        only: cut the padding off first). Maximises ``sum_t nodes[t, y_t] + sum_t trans[y_t,
+        y_{t+1}]``; returns int64 ``(seq_len,)``. ``nodes`` is not modified."""
+        nodes = np.array(nodes, dtype='float64')
+        if nodes.ndim != 2 or nodes.shape[1] != self.num_labels:
+            raise ValueError('nodes must have shape (seq_len, %d), got %s' % (self.num_labels, nodes.shape))
+        nodes[0, self.non_starts] -= np.inf
+        nodes[-1, self.non_ends] -= np.inf
+        labels = np.arange(self.num_labels).reshape((1, -1))
+        scores = nodes[0].reshape((-1, 1))
+        paths = labels
+        for t in range(1, len(nodes)):
+            m = scores + self.trans + nodes[t].reshape((1, -1))  # m[i, j]: best path ending i -> j
+            idxs = m.argmax(0)
+            scores = m.max(0).reshape((-1, 1))
+            paths = np.concatenate([paths[:, idxs], labels], 0)
+        return paths[:, scores[:, 0].argmax()]
+
+
+def extract_entities(tags, outside='O'):
+    """Entity spans of one tagged sequence, with conlleval's chunk rules (BIO / IOB2 and IOB1).
+
+    A chunk starts at ``B-X``, or at ``I-X`` after ``O`` or after a chunk of another type, and
+    runs over the following ``I-X``. Tags without a ``B-`` / ``I-`` prefix other than
+    ``outside`` are single-token types (``'X'`` is read as ``I-X``).
+
+    Args:
+        tags: list of str, e.g. ``['B-PER', 'I-PER', 'O', 'B-LOC']``.
+        outside: str, the tag of tokens outside entities.
+    Returns:
+        list of ``(start, end, type)`` with ``end`` inclusive (bert4keras's ``text[start:end +
+        1]``), in order.
+    Source: the chunk rules of CoNLL-2000's ``conlleval`` (startOfChunk / endOfChunk).
+    """
+    entities = []
+    start, current = None, None
+    for i, tag in enumerate(list(tags) + [outside]):
+        if tag == outside:
+            prefix, kind = outside, None
+        elif len(tag) > 2 and tag[1] in '-_' and tag[0] in 'BIES':
+            prefix, kind = tag[0], tag[2:]
+        else:
+            prefix, kind = 'I', tag
+        begins = prefix in ('B', 'S') or (prefix in ('I', 'E') and kind != current)
+        if current is not None and (prefix == outside or begins):
+            entities.append((start, i - 1, current))
+            current = None
+        if prefix != outside and (begins or current is None):
+            start, current = i, kind
+        if prefix in ('E', 'S'):  # BIOES closes here
+            entities.append((start, i, current))
+            current = None
+    return entities
+
+
+def entity_scores(y_true, y_pred, per_type=False):
+    """Entity-level micro precision / recall / F1 (exact span and type match).
+
+    Args:
+        y_true, y_pred: iterables of the same length, one collection of hashable entities per
+            sample, e.g. ``(start, end, type)`` tuples from `extract_entities` (duplicates in a
+            sample count once).
+        per_type: bool, also score each type (the last element of an entity).
+    Returns:
+        dict with ``precision``, ``recall``, ``f1`` (floats, 0 when undefined), ``true_positives``,
+        ``num_pred``, ``num_true``; with ``per_type``, ``types``: ``{type: same dict}``.
+    Raises:
+        ValueError: y_true and y_pred differ in length.
+    """
+    y_true, y_pred = list(y_true), list(y_pred)
+    if len(y_true) != len(y_pred):
+        raise ValueError('y_true has %d samples but y_pred has %d' % (len(y_true), len(y_pred)))
+
+    def score(pairs):
+        tp = num_pred = num_true = 0
+        for t, p in pairs:
+            t, p = set(t), set(p)
+            tp += len(t & p)
+            num_pred += len(p)
+            num_true += len(t)
+        precision = tp / num_pred if num_pred else 0.0
+        recall = tp / num_true if num_true else 0.0
+        f1 = 2 * tp / (num_pred + num_true) if num_pred + num_true else 0.0
+        return {'precision': precision, 'recall': recall, 'f1': f1,
+                'true_positives': tp, 'num_pred': num_pred, 'num_true': num_true}
+
+    result = score(zip(y_true, y_pred))
+    if per_type:
+        types = sorted({e[-1] for sample in y_true + y_pred for e in sample}, key=str)
+        result['types'] = {
+            k: score(([e for e in t if e[-1] == k], [e for e in p if e[-1] == k]) for t, p in zip(y_true, y_pred))
+            for k in types
+        }
+    return result
+
+
+def get_layer_output(model, name, inputs, node_index=0, return_attention_scores=False, batch_size=None):
+    """Output of the layer called ``name`` inside a built Keras model, for ``inputs``.
+
+    Reads intermediate values without rebuilding the model: a sub-model from ``model.inputs``
+    to the layer's output is run (with `predict`, so ``inputs`` may be larger than a batch).
+    With ``return_attention_scores=True`` the layer must take a ``return_attention_scores``
+    argument (e.g. `bert4keras.layers.MultiHeadAttention`): its inputs are computed, and a copy
+    of the layer with the same weights and ``return_attention_scores=True`` is applied to them,
+    giving the attention probabilities. Imports Keras when called.
+
+    Args:
+        model: a functional `keras.Model`, e.g. from `build_transformer_model`.
+        name: str, e.g. ``'Transformer-3-MultiHeadSelfAttention'`` or
+            ``'Transformer-3-FeedForward-Norm'``.
+        inputs: what ``model.predict`` takes, e.g. ``[token_ids, segment_ids]``.
+        node_index: int, which call of the layer (a layer shared across blocks, as ALBERT's,
+            has one call per block).
+        return_attention_scores: bool.
+        batch_size: int or None, passed to `predict`.
+    Returns:
+        np.ndarray (a list of them for a layer with several outputs); with
+        ``return_attention_scores``, the probabilities ``(batch_size, heads, q_len, k_len)``.
+    Raises:
+        ValueError: no such layer, or ``node_index`` out of range.
+    Example:
+        ``probas = get_layer_output(bert, 'Transformer-3-MultiHeadSelfAttention',
+        [token_ids, segment_ids], return_attention_scores=True)``
+    """
+    import keras
+
+    layer = model.get_layer(name)
+    nodes = [n for n in layer._inbound_nodes if not n.is_input]
+    if not 0 <= node_index < len(nodes):
+        raise ValueError('layer %r has %d call(s) in the model; node_index=%d' % (name, len(nodes), node_index))
+    node = nodes[node_index]
+    if not return_attention_scores:
+        outputs = node.output_tensors
+        sub = keras.Model(model.inputs, outputs[0] if len(outputs) == 1 else outputs)
+        return sub.predict(inputs, batch_size=batch_size, verbose=0)
+
+    tensors = node.input_tensors
+    values = keras.Model(model.inputs, list(tensors)).predict(inputs, batch_size=batch_size, verbose=0)
+    values = {id(t): keras.ops.convert_to_tensor(v) for t, v in zip(tensors, values)}
+
+    def fill(x):
+        return values[id(x)] if isinstance(x, keras.KerasTensor) else x
+
+    args = keras.tree.map_structure(fill, node.arguments.args)
+    kwargs = keras.tree.map_structure(fill, node.arguments.kwargs)
+    clone = type(layer).from_config({**layer.get_config(), 'return_attention_scores': True})
+    clone(*args, **kwargs)  # builds the weights
+    clone.set_weights(layer.get_weights())
+    _, scores = clone(*args, **kwargs)
+    return keras.ops.convert_to_numpy(scores)
