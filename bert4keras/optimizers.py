@@ -27,6 +27,7 @@ names (`AdamW`, `AdamEMA`, `LAMB`, ...), or rerun the same `extend_with_*` call 
 """
 
 import functools
+import inspect
 import re
 
 import keras
@@ -397,9 +398,11 @@ def _extension(suffix):
                 cls = make(BaseOptimizer)
                 cls.__name__ = cls.__qualname__ = name
                 cls.__module__ = __name__
+                cls.__doc__ = f"`{make.__name__}({BaseOptimizer.__name__})`.\n\n{inspect.cleandoc(make.__doc__)}"
                 _DERIVED[key] = _register(name=name)(cls)
             return _DERIVED[key]
 
+        del extend.__wrapped__  # show (BaseOptimizer, name=None), not make's signature
         return extend
 
     return decorate

@@ -16,6 +16,8 @@ from bert4keras import optimizers as O
 
 BACKEND = keras.backend.backend()
 MODES = ["fit", "loop"]
+# "auto" means plain tf.function on a TF CPU; the small fit tests ask for XLA, the tiny BERT does not.
+JIT_COMPILE = True if BACKEND == "tensorflow" else "auto"
 
 
 # --- a linear regression whose gradients NumPy knows -------------------------------------------
@@ -87,7 +89,7 @@ def train(optimizer, mode, model=None, batch_size=12, epochs=1, x=X, t=T):
     """Train the linear model (fit: compiled Keras loop; loop: NumPy gradients into `Loop`)."""
     model = model or linear_model()
     if mode == "fit":
-        model.compile(optimizer=optimizer, loss="mse")
+        model.compile(optimizer=optimizer, loss="mse", jit_compile=JIT_COMPILE)
         model.fit(x, t, batch_size=batch_size, epochs=epochs, shuffle=False, verbose=0)
     else:
         loop = Loop(optimizer, model.trainable_variables)
@@ -434,7 +436,7 @@ def test_lazy_optimization_leaves_untouched_rows_bit_identical(mode):
 
     table, m = [weights(model)[0]], []
     if mode == "fit":
-        model.compile(optimizer=optimizer, loss="mse")
+        model.compile(optimizer=optimizer, loss="mse", jit_compile=JIT_COMPILE)
         for ids in batches:
             model.fit(ids, targets, batch_size=2, epochs=1, shuffle=False, verbose=0)
             table.append(weights(model)[0])
@@ -514,7 +516,7 @@ def test_ema_from_a_callback_during_fit():
 
     model = linear_model()
     SGDEMA = O.extend_with_exponential_moving_average(keras.optimizers.SGD)
-    model.compile(optimizer=SGDEMA(0.1, ema_momentum=0.8), loss="mse")
+    model.compile(optimizer=SGDEMA(0.1, ema_momentum=0.8), loss="mse", jit_compile=JIT_COMPILE)
     callback = EvaluateWithEMA()
     model.fit(X, T, batch_size=6, epochs=3, shuffle=False, verbose=0, callbacks=[callback])
     trajectory, params = [], [W0.astype("float64"), B0.astype("float64")]
@@ -541,7 +543,7 @@ def test_parameter_wise_lr_freezes_doubles_and_multiplies(mode):
     SGDPW = O.extend_with_parameter_wise_lr(keras.optimizers.SGD)
     optimizer = SGDPW(learning_rate=0.1, paramwise_lr_schedule={"frozen": 0.0, "fast": 2.0, "kernel": 0.5})
     if mode == "fit":
-        model.compile(optimizer=optimizer, loss="mse")
+        model.compile(optimizer=optimizer, loss="mse", jit_compile=JIT_COMPILE)
         model.fit(X, T, batch_size=12, epochs=1, verbose=0)
     else:
         Loop(optimizer, model.trainable_variables)(grads)
@@ -575,9 +577,7 @@ def test_composition_trains_tiny_bert():
         lr_schedule={4: 1.0}, grad_accum_steps=2, include_in_lazy_optimization=["Embedding-Token"],
         ema_momentum=0.9,
     )
-    # XLA on TensorFlow too ("auto" means no XLA on a TF CPU); JAX always compiles.
-    jit_compile = True if BACKEND == "tensorflow" else "auto"
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
     rng = np.random.default_rng(0)
     token_ids = rng.integers(1, 50, size=(16, 8)).astype("int32")
     segment_ids = np.zeros_like(token_ids)
@@ -664,7 +664,7 @@ def test_saved_model_loads_in_fresh_process(tmp_path):
     expected = {}
     for tag, optimizer in optimizers.items():
         model = linear_model()
-        model.compile(optimizer=optimizer, loss="mse")
+        model.compile(optimizer=optimizer, loss="mse", jit_compile=JIT_COMPILE)
         model.fit(X, T, batch_size=12, epochs=3, shuffle=False, verbose=0)
         model.save(tmp_path / f"{tag}.keras")
         model.fit(X, T, batch_size=12, epochs=1, shuffle=False, verbose=0)  # what the reload must reproduce
