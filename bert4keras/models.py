@@ -133,11 +133,36 @@ class Transformer:
     def initializer(self):
         return keras.initializers.TruncatedNormal(stddev=self.initializer_range)
 
-    def build(self, **kwargs):
-        """Create the Keras model as ``self.model`` (inputs -> embeddings -> blocks -> heads)."""
+    def build(
+        self,
+        layer_norm_cond=None,
+        layer_norm_cond_hidden_size=None,
+        layer_norm_cond_hidden_act=None,
+        additional_input_layers=None,
+        **kwargs,
+    ):
+        """Create the Keras model as ``self.model`` (inputs -> embeddings -> blocks -> heads).
+
+        Args:
+            layer_norm_cond: optional tensor ``(batch_size, cond_size)`` (or per position)
+                conditioning every LayerNormalization (Conditional Layer Normalization,
+                Su Jianlin, kexue.fm 7124), e.g. a class embedding of an extra input.
+            layer_norm_cond_hidden_size, layer_norm_cond_hidden_act: an optional Dense applied
+                to the condition inside each norm.
+            additional_input_layers: Keras inputs to add to the model's inputs (those that
+                ``layer_norm_cond`` is computed from).
+        """
         if self.built:
             return
+        self.layer_norm_conds = [
+            layer_norm_cond,
+            layer_norm_cond_hidden_size,
+            layer_norm_cond_hidden_act or "linear",
+        ]
         inputs = self.get_inputs()
+        if additional_input_layers is not None:
+            extra = additional_input_layers
+            inputs = inputs + (list(extra) if isinstance(extra, (list, tuple)) else [extra])
         self.inputs = inputs
         self.attention_mask = self.compute_attention_mask(inputs)
         x = self.apply_embeddings(inputs)
@@ -530,9 +555,15 @@ class BERT(Transformer):
             raise ValueError("application='unilm' needs segment ids: segment_vocab_size must be > 0.")
         return super().compute_attention_mask(inputs)
 
-    def norm(self, x, name):
-        """The family's LayerNormalization (post-LN BERT: mean/variance, gamma and beta)."""
-        return self.apply(inputs=x, layer=LayerNormalization, epsilon=self.layer_norm_epsilon, name=name)
+    def norm(self, x, name, **kwargs):
+        """The family's LayerNormalization (BERT: mean/variance, gamma and beta), conditional on
+        ``layer_norm_cond`` when the model was built with one."""
+        cond, hidden_units, hidden_act = getattr(self, "layer_norm_conds", (None, None, None))
+        if cond is not None:
+            x = [x, cond]
+            kwargs.update(conditional=True, hidden_units=hidden_units, hidden_activation=hidden_act,
+                          hidden_initializer=self.initializer)
+        return self.apply(inputs=x, layer=LayerNormalization, epsilon=self.layer_norm_epsilon, name=name, **kwargs)
 
     def dropout(self, x, name):
         return self.apply(inputs=x, layer=keras.layers.Dropout, rate=self.dropout_rate, name=name)
@@ -947,15 +978,7 @@ class RoFormerV2(RoFormer):
     use_bias = False
 
     def norm(self, x, name):
-        return self.apply(
-            inputs=x,
-            layer=LayerNormalization,
-            zero_mean=False,
-            scale=False,
-            center=False,
-            epsilon=self.layer_norm_epsilon,
-            name=name,
-        )
+        return super().norm(x, name, zero_mean=False, scale=False, center=False)
 
     def apply_embeddings(self, inputs):
         x = self.apply_token_embeddings(inputs)
@@ -1106,9 +1129,6 @@ class GPT2(GPT):
     def __init__(self, **kwargs):
         kwargs["segment_vocab_size"] = 0
         super().__init__(**kwargs)
-
-    def norm(self, x, name):
-        return self.apply(inputs=x, layer=LayerNormalization, epsilon=self.layer_norm_epsilon, name=name)
 
     def apply_main_layers(self, x, index):
         """x = x + Dropout(MHA(LN(x))); x = x + Dropout(FFN(LN(x)))."""
@@ -1760,7 +1780,7 @@ def build_transformer_model(
     _validate_configs(configs)
     configs["application"] = application
     transformer = MODELS[model](**configs)
-    transformer.build()
+    transformer.build(**configs)
     if checkpoint_path is not None:
         transformer.load_weights_from_checkpoint(checkpoint_path)
     return transformer.model if return_keras_model else transformer

@@ -313,3 +313,26 @@ def test_input_longer_than_max_position(tiny_bert_kwargs):
     ids = random_ids(1, tiny_bert_kwargs["max_position"] + 1, 50)
     with pytest.raises(ValueError, match=r"sequence length 33 exceeds max_position 32"):
         model([ids, np.zeros_like(ids)])
+
+
+def test_conditional_layer_norm(tiny_bert_kwargs):
+    class_id = keras.Input(shape=(), dtype="int32", name="Input-Class")
+    cond = keras.layers.Embedding(3, 8, name="Class-Embedding")(class_id)
+    model = build_transformer_model(layer_norm_cond=cond, layer_norm_cond_hidden_size=6,
+                                    additional_input_layers=class_id, **tiny_bert_kwargs)
+    plain = build_transformer_model(**tiny_bert_kwargs)
+    assert len(model.inputs) == 3
+    for layer in plain.layers:
+        if layer.weights and "Norm" not in layer.name:  # norms start at gamma=1, beta=0 in both
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    ids = random_ids(2, 7, 50, seed=9)
+    x = [ids, np.zeros_like(ids)]
+    # the condition's projections start at zero: the conditional model equals the plain one
+    np.testing.assert_allclose(model.predict(x + [np.array([0, 2])], verbose=0),
+                               plain.predict(x, verbose=0), atol=1e-5)
+    norm = model.get_layer("Transformer-1-FeedForward-Norm")
+    kernel = np.random.default_rng(0).normal(size=norm.gamma_dense.kernel.shape).astype("float32")
+    norm.gamma_dense.kernel.assign(kernel)
+    a = model.predict(x + [np.array([0, 0])], verbose=0)
+    b = model.predict(x + [np.array([1, 1])], verbose=0)
+    assert np.abs(a - b).max() > 1e-3
