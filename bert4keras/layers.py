@@ -1041,13 +1041,15 @@ class ConditionalRandomField(keras.layers.Layer):
         trans = self.trans[None]
 
         def step(alpha, inputs):
-            emission, m = inputs
+            emission, m = inputs[:, :-1], inputs[:, -1:]
             new = ops.logsumexp(alpha[:, :, None] + trans, axis=1) + emission
-            new = ops.where(m[:, None], new, alpha)
+            new = ops.where(m > 0, new, alpha)
             return new, new  # TensorFlow's scan wants y shaped like the carry
 
-        xs = (ops.transpose(y_pred[:, 1:], (1, 0, 2)), ops.transpose(mask[:, 1:], (1, 0)))
-        alpha, _ = ops.scan(step, y_pred[:, 0], xs)
+        # One scanned tensor, the mask as an extra channel: Keras's TensorFlow scan cannot
+        # check several inputs of unknown length against each other.
+        xs = ops.concatenate([y_pred, ops.cast(mask, y_pred.dtype)[..., None]], axis=-1)
+        alpha, _ = ops.scan(step, y_pred[:, 0], ops.transpose(xs[:, 1:], (1, 0, 2)))
         return ops.logsumexp(alpha, axis=-1)
 
     def dense_loss(self, y_true, y_pred):

@@ -180,6 +180,20 @@ def test_crf_sgd_step_moves_transitions_by_expected_counts(crf_batch):
     np.testing.assert_allclose(after, before - 0.1 * grad, atol=1e-5)
 
 
+def test_crf_trains_on_batches_of_different_lengths():
+    # TensorFlow retraces with an unknown sequence length once it has seen two lengths
+    keras.utils.set_random_seed(14)
+    rng = np.random.default_rng(14)
+    x, m = keras.Input((None, 3)), keras.Input((None,), dtype="int32")
+    crf = ConditionalRandomField()
+    model = keras.Model([x, m], crf([keras.layers.Dense(3)(x), m]))
+    model.compile(optimizer="adam", loss=crf.sparse_loss)
+    for seq_len in (4, 5, 6, 7):
+        emissions = rng.normal(size=(2, seq_len, 3)).astype("float32")
+        loss = model.train_on_batch([emissions, np.ones((2, seq_len), "int32")], np.zeros((2, seq_len), "int32"))
+        assert np.isfinite(loss)
+
+
 def test_crf_lr_multiplier_scales_the_stored_matrix():
     keras.utils.set_random_seed(1)
     crf = ConditionalRandomField(lr_multiplier=100)
