@@ -143,6 +143,11 @@ class DataGenerator:
         model.fit(train_generator.forfit(), steps_per_epoch=len(train_generator), epochs=3)
         model.fit(train_generator.to_pydataset(), epochs=3)   # same, as a keras PyDataset
 
+    Lists in a batch are passed on as tuples (tf.data takes no lists). On the TensorFlow
+    backend Keras fixes each input's shape from the first two batches it sees: if those two
+    have the same padded length while later ones differ, pad to a fixed `length` or use
+    `to_dataset(..., padded_batch=True)`, whose shapes are declared.
+
     Args:
         data: a list (or anything with `__len__` and `__getitem__`) of samples, or any
             iterable (then `len(self)` is unknown and shuffling uses a buffer).
@@ -223,7 +228,7 @@ class DataGenerator:
             empty = True
             for d in self.__iter__(random):
                 empty = False
-                yield d
+                yield _lists_to_tuples(d)
             if empty:
                 raise ValueError(
                     '%s yielded no batch in a whole pass: the data is empty or an iterator '
@@ -307,6 +312,17 @@ class DataGenerator:
             keras.utils.PyDataset.
         """
         return _batch_stream_class()(self, random, workers=workers, max_queue_size=max_queue_size)
+
+
+def _lists_to_tuples(batch):
+    """``([token_ids, segment_ids], labels)`` -> ``((token_ids, segment_ids), labels)``:
+    tf.data (Keras' generator adapter on TensorFlow) accepts tuples, not lists."""
+    if isinstance(batch, list):
+        return tuple(_lists_to_tuples(x) for x in batch)
+    if isinstance(batch, tuple):
+        return type(batch)(*map(_lists_to_tuples, batch)) if hasattr(batch, '_fields') \
+            else tuple(_lists_to_tuples(x) for x in batch)
+    return batch
 
 
 @functools.lru_cache(maxsize=None)

@@ -237,3 +237,19 @@ def test_pydataset_without_length_is_endless():
     model = _tiny_model()
     model.fit(dataset, steps_per_epoch=3, epochs=2, shuffle=False, verbose=0)
     assert int(model.optimizer.iterations) == 6
+
+
+def test_forfit_passes_list_inputs_as_tuples_to_fit():
+    import keras
+
+    class ListBatches(DataGenerator):
+        def __iter__(self, random=False):
+            for _, x in self.sample(random):
+                yield [np.full((2, 3), x, "float32"), np.zeros((2, 3), "float32")], np.zeros((2, 1), "float32")
+
+    a, b = keras.Input((3,)), keras.Input((3,))
+    model = keras.Model([a, b], keras.layers.Dense(1)(keras.layers.Add()([a, b])))
+    model.compile("sgd", "mse")
+    gen = ListBatches([1.0, 2.0], batch_size=1)
+    history = model.fit(gen.forfit(), steps_per_epoch=len(gen), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
