@@ -610,9 +610,31 @@ def test_entity_scores_micro_and_per_type():
 # --- intermediate outputs ------------------------------------------------------------------------
 
 
+def sharpen_attention(layer, factor=30.0):
+    """Scale the query/key kernels: random init at stddev 0.02 gives near-uniform attention."""
+    weights = layer.get_weights()
+    weights[0] = weights[0] * factor
+    weights[2] = weights[2] * factor
+    layer.set_weights(weights)
+
+
+def attention_reference(hidden, layer, token_ids, heads):
+    """softmax(q k^T / sqrt(d)) from the layer's weights and its input, padding keys masked."""
+    qk, qb, kk, kb = layer.get_weights()[:4]
+    batch_size, seq_len, _ = hidden.shape
+    q = (hidden @ qk + qb).reshape(batch_size, seq_len, heads, -1).transpose(0, 2, 1, 3)
+    k = (hidden @ kk + kb).reshape(batch_size, seq_len, heads, -1).transpose(0, 2, 1, 3)
+    logits = np.einsum("bhqd,bhkd->bhqk", q, k) / np.sqrt(q.shape[-1])
+    logits = np.where((token_ids != 0)[:, None, None, :], logits, -np.inf)
+    probas = np.exp(logits - logits.max(-1, keepdims=True))
+    return probas / probas.sum(-1, keepdims=True)
+
+
 def test_get_layer_output_reads_hidden_states_and_attention(tiny_bert_kwargs):
     keras.utils.set_random_seed(12)
     model = build_transformer_model(**tiny_bert_kwargs)
+    attention = model.get_layer("Transformer-1-MultiHeadSelfAttention")
+    sharpen_attention(attention)
     token_ids = random_ids(3, 7, tiny_bert_kwargs["vocab_size"], seed=12)
     inputs = [token_ids, np.zeros_like(token_ids)]
     last = get_layer_output(model, "Transformer-1-FeedForward-Norm", inputs)
@@ -620,16 +642,27 @@ def test_get_layer_output_reads_hidden_states_and_attention(tiny_bert_kwargs):
 
     probas = get_layer_output(model, "Transformer-1-MultiHeadSelfAttention", inputs, return_attention_scores=True)
     assert probas.shape == (3, 2, 7, 7)
-    # reference: softmax(q k^T / sqrt(d)) from the layer's weights and input, padding keys masked
     hidden = get_layer_output(model, "Transformer-0-FeedForward-Norm", inputs)
-    qk, qb, kk, kb = model.get_layer("Transformer-1-MultiHeadSelfAttention").get_weights()[:4]
-    q = (hidden @ qk + qb).reshape(3, 7, 2, 8).transpose(0, 2, 1, 3)
-    k = (hidden @ kk + kb).reshape(3, 7, 2, 8).transpose(0, 2, 1, 3)
-    logits = np.einsum("bhqd,bhkd->bhqk", q, k) / np.sqrt(8)
-    logits = np.where((token_ids != 0)[:, None, None, :], logits, -np.inf)
-    expected = np.exp(logits - logits.max(-1, keepdims=True))
-    expected /= expected.sum(-1, keepdims=True)
+    expected = attention_reference(hidden, attention, token_ids, heads=2)
+    assert expected.max() > 0.5  # far from uniform, so the comparison means something
     np.testing.assert_allclose(probas, expected, atol=1e-5)
 
     with pytest.raises(ValueError):
         get_layer_output(model, "Transformer-1-FeedForward-Norm", inputs, node_index=1)
+
+
+def test_get_layer_output_picks_a_call_of_a_shared_layer(tiny_bert_kwargs):
+    # ALBERT calls one block per layer: node_index selects the block
+    keras.utils.set_random_seed(15)
+    model = build_transformer_model(model="albert", **tiny_bert_kwargs)
+    attention = model.get_layer("Transformer-MultiHeadSelfAttention")
+    sharpen_attention(attention)
+    token_ids = random_ids(2, 6, tiny_bert_kwargs["vocab_size"], seed=15)
+    inputs = [token_ids, np.zeros_like(token_ids)]
+    outputs = [get_layer_output(model, "Transformer-FeedForward-Norm", inputs, node_index=i) for i in range(2)]
+    np.testing.assert_allclose(outputs[1], model.predict(inputs, verbose=0), atol=1e-6)
+    probas = get_layer_output(
+        model, "Transformer-MultiHeadSelfAttention", inputs, node_index=1, return_attention_scores=True
+    )
+    expected = attention_reference(outputs[0], attention, token_ids, heads=2)
+    np.testing.assert_allclose(probas, expected, atol=1e-5)
