@@ -36,9 +36,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 DATASETS = {
     "conll2003": dict(name="CoNLL-2003", train="en/conll2003_train.txt", test="en/conll2003_test.txt",
-                      test_split="test", epochs=2, lr=1e-4),
+                      test_split="test", epochs=2, lr=1e-4, maxlen=128),
     "people_daily": dict(name="People's Daily", train="zh/people_daily_example.test",
-                         test="zh/people_daily_example.dev", test_split="dev", epochs=8, lr=1e-3),
+                         test="zh/people_daily_example.dev", test_split="dev", epochs=12, lr=1e-3, maxlen=256),
 }
 HEADS = {"efficient_global_pointer": EfficientGlobalPointer, "global_pointer": GlobalPointer}
 
@@ -56,19 +56,20 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint", help="TF1 checkpoint prefix or safetensors (with --config and --vocab)")
     p.add_argument("--vocab", help="vocab.txt (people_daily default: <data-dir>/vocab/chinese_bert_vocab.txt)")
     p.add_argument("--cased", action="store_true", help="do not lower-case (for cased checkpoints)")
-    p.add_argument("--maxlen", type=int, default=128, help="tokens per sentence, [CLS] and [SEP] included")
+    p.add_argument("--maxlen", type=int, help="tokens per sentence, [CLS] and [SEP] included; default: 128 "
+                                              "(conll2003), 256 (people_daily)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--epochs", type=int, help="default: 2 (conll2003), 8 (people_daily)")
+    p.add_argument("--epochs", type=int, help="default: 2 (conll2003), 12 (people_daily)")
     p.add_argument("--lr", type=float, help="peak learning rate (warm-up, cosine decay); default: 1e-4 "
                                             "(conll2003), 1e-3 (people_daily from scratch), 2e-5 (with --checkpoint)")
     p.add_argument("--train-size", type=int, default=0, help="use only the first N training sentences (0: all)")
     p.add_argument("--test-size", type=int, default=0, help="evaluate on only the first N sentences (0: all)")
     p.add_argument("--seed", type=int, default=42)
     scratch = p.add_argument_group("model trained from scratch (people_daily without --checkpoint)")
-    scratch.add_argument("--num-hidden-layers", type=int, default=4)
-    scratch.add_argument("--hidden-size", type=int, default=256)
-    scratch.add_argument("--num-attention-heads", type=int, default=4)
-    scratch.add_argument("--intermediate-size", type=int, default=1024)
+    scratch.add_argument("--num-hidden-layers", type=int, default=2)
+    scratch.add_argument("--hidden-size", type=int, default=128)
+    scratch.add_argument("--num-attention-heads", type=int, default=2)
+    scratch.add_argument("--intermediate-size", type=int, default=512)
     return p.parse_args(argv)
 
 
@@ -204,6 +205,7 @@ def main(argv=None):
     config = DATASETS[args.dataset]
     pretrained = bool(args.checkpoint) or args.dataset == "conll2003" or bool(args.model_dir)
     epochs = args.epochs or config["epochs"]
+    args.maxlen = args.maxlen or config["maxlen"]
     lr = args.lr or (config["lr"] if args.dataset == "conll2003" or not pretrained else 2e-5)
 
     train_sentences = load_sentences(os.path.join(args.data_dir, config["train"]), args.train_size)
