@@ -1,0 +1,208 @@
+"""Greedy generation speed: our KV-cached decoder vs HF `generate` and vs our full recomputation.
+
+GPT-2-small shape (12 layers, hidden 768, 12 heads, vocab 50257, 1024 positions) with random weights,
+a 16-token prompt, 128 new tokens, greedy, batch 1 and 8, on the current Keras backend:
+
+    KERAS_BACKEND=tensorflow python benchmarks/bench_generate.py      # and jax, torch
+    KERAS_BACKEND=jax python benchmarks/bench_generate.py --dtype bfloat16
+
+The random HF `GPT2LMHeadModel` is saved as safetensors first and loaded by both sides, so they run
+the same weights; batch-1 greedy tokens are compared. Rows (tokens/s = new tokens x batch / time,
+prompt processing included, compilation excluded: every path runs once before it is timed):
+
+- ours, cached, `AutoRegressiveDecoder.greedy` (batch 1): the user API, `CachedPredictor` as `predict`.
+- ours, cached, predictor loop (batch 1 and 8): argmax over `predictor(inputs, output_ids, states)`.
+- HF `generate(use_cache=True, do_sample=False)`, torch, same dtype.
+- ours, full recomputation (`FullPredictor`, the cache off): one forward of the whole prefix per
+  token. Timed at a few prefix lengths (each shape warmed up first) and extrapolated to the 128
+  steps by linear interpolation of step time over the prefix length, so it is not a measured run.
+
+Ratios: ours-cached / HF and ours-cached / ours-full. Times are medians of `--repeats` runs.
+"""
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+import keras
+
+# FullPredictor hands a one-input model a list of one array; Keras accepts it with a warning per call.
+warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
+
+PROMPT_LEN = 16
+NEW_TOKENS = 128
+FULL_LENGTHS = (16, 48, 80, 112, 143)  # prefix lengths at which the full path is timed
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--batch-sizes", default="1,8")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per path (median)")
+    p.add_argument("--layers", type=int, default=12, help="fewer for a quick check")
+    p.add_argument("--torch-threads", type=int, default=0,
+                   help="torch.set_num_threads for HF (and the torch backend); 0 keeps torch's default")
+    p.add_argument("--no-hf", action="store_true", help="skip HF generate")
+    p.add_argument("--no-full", action="store_true", help="skip the full-recomputation path")
+    return p.parse_args(argv)
+
+
+def median_times(fns, repeats):
+    """Median seconds of each callable, run in turn `repeats` times (round robin, so that a change
+    of load on a shared machine hits every path alike)."""
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, t in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
+def median_time(fn, repeats):
+    return median_times([fn], repeats)[0]
+
+
+def save_random_gpt2(path, layers):
+    """A random GPT-2-small-shaped `GPT2LMHeadModel` saved as safetensors in `path`."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=layers, n_embd=768, n_head=12, vocab_size=50257, n_positions=1024)
+    GPT2LMHeadModel(config).save_pretrained(path)
+
+
+def build_ours(path):
+    from bert4keras.models import build_transformer_model
+    from bert4keras.snippets import AutoRegressiveDecoder
+
+    gpt2 = build_transformer_model(path, path, model="gpt2", final_activation="linear", return_keras_model=False)
+
+    class Greedy(AutoRegressiveDecoder):
+        def __init__(self, predictor, **kwargs):
+            super().__init__(**kwargs)
+            self.predictor = predictor
+
+        @AutoRegressiveDecoder.wraps(default_rtype="logits", use_states=True)
+        def predict(self, inputs, output_ids, states):
+            return self.predictor(inputs, output_ids, states)
+
+    return gpt2, Greedy
+
+
+def predictor_loop(predictor, prompts):
+    """Greedy decoding of a batch of equal-length prompts straight over the predictor."""
+    output_ids = np.zeros((len(prompts), 0), dtype="int32")
+    states = None
+    for _ in range(NEW_TOKENS):
+        logits, states = predictor([prompts], output_ids, states)
+        output_ids = np.concatenate([output_ids, logits.argmax(-1)[:, None].astype("int32")], 1)
+    return output_ids
+
+
+def full_recompute_time(predictor, batch_size, repeats):
+    """Extrapolated seconds for NEW_TOKENS full-recomputation steps (see the module docstring)."""
+    step_times = []
+    for length in FULL_LENGTHS:
+        tokens = np.ones((batch_size, length), dtype="int32")
+        inputs, outputs = [tokens[:, :PROMPT_LEN]], tokens[:, PROMPT_LEN:]
+        predictor(inputs, outputs)  # compile this shape
+        step_times.append(median_time(lambda: predictor(inputs, outputs), repeats))
+    prefix_lengths = PROMPT_LEN + np.arange(NEW_TOKENS)
+    return float(np.interp(prefix_lengths, FULL_LENGTHS, step_times).sum()), step_times
+
+
+def hf_generate(path, dtype):
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    hf = GPT2LMHeadModel.from_pretrained(path, dtype=torch_dtype).eval()
+
+    def generate(prompts):
+        with torch.no_grad():
+            out = hf.generate(torch.tensor(prompts, dtype=torch.long), attention_mask=torch.ones(prompts.shape, dtype=torch.long),
+                              max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False, num_beams=1,
+                              use_cache=True, pad_token_id=0, eos_token_id=None)
+        return out[:, prompts.shape[1]:].numpy()
+
+    return generate
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.dtype == "bfloat16":
+        keras.config.set_dtype_policy("bfloat16")
+    import torch
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    backend = keras.backend.backend()
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    rng = np.random.default_rng(0)
+    rows = []
+
+    def report(name, batch_size, seconds, note=""):
+        tokens_per_s = NEW_TOKENS * batch_size / seconds
+        rows.append((name, batch_size, seconds, tokens_per_s, note))
+        print(f"  {name:<44} batch {batch_size}: {seconds:7.2f} s  {tokens_per_s:8.1f} tokens/s {note}", flush=True)
+        return tokens_per_s
+
+    with tempfile.TemporaryDirectory() as path:
+        save_random_gpt2(path, args.layers)
+        start = time.perf_counter()
+        gpt2, Greedy = build_ours(path)
+        print(f"backend {backend}, dtype {args.dtype}, {args.layers} layers; built and loaded in "
+              f"{time.perf_counter() - start:.1f} s; torch threads {torch.get_num_threads()}", flush=True)
+        hf = None if args.no_hf else hf_generate(path, args.dtype)
+        speeds = {}
+        for batch_size in batch_sizes:
+            prompts = rng.integers(0, 50257, size=(batch_size, PROMPT_LEN)).astype("int32")
+            predictor = gpt2.predictor(max_length=PROMPT_LEN + NEW_TOKENS)
+            start = time.perf_counter()
+            ours = predictor_loop(predictor, prompts)  # compiles the prompt and the one-token steps
+            print(f"  (first cached run, compilation included: {time.perf_counter() - start:.1f} s)", flush=True)
+            paths = {"cached": lambda: predictor_loop(predictor, prompts)}
+            if batch_size == 1:
+                decoder = Greedy(predictor, start_id=None, end_id=None, maxlen=NEW_TOKENS)
+                decoder.greedy([prompts[0]])
+                paths["decoder"] = lambda: decoder.greedy([prompts[0]])
+            if hf is not None:
+                expected = hf(prompts)  # also the warm-up
+                paths["hf"] = lambda: hf(prompts)
+                same = (ours == expected).all(axis=1)
+                first_diff = [int(np.argmax(o != e)) for o, e in zip(ours, expected) if (o != e).any()]
+                print(f"  greedy tokens equal to HF's: {int(same.sum())}/{batch_size} rows"
+                      + (f" (first differences at steps {first_diff})" if first_diff else ""), flush=True)
+            names = {"cached": "ours, cached, predictor loop", "decoder": "ours, cached, AutoRegressiveDecoder.greedy",
+                     "hf": "HF generate (use_cache=True)"}
+            for key, seconds in zip(paths, median_times(list(paths.values()), args.repeats)):
+                speeds[batch_size, key] = report(names[key], batch_size, seconds)
+            if not args.no_full:
+                seconds, step_times = full_recompute_time(gpt2.predictor(), batch_size, args.repeats)
+                note = "(extrapolated from steps at prefix " + ", ".join(
+                    f"{n}: {1000 * t:.0f} ms" for n, t in zip(FULL_LENGTHS, step_times)) + ")"
+                speeds[batch_size, "full"] = report("ours, full recomputation (cache off)", batch_size, seconds, note)
+
+    print(f"\nbackend {backend}, dtype {args.dtype}: tokens/s (new tokens x batch / s) and ratios")
+    print("| batch | ours cached | HF generate | ours full (extrapolated) | cached / HF | cached / full |")
+    print("|---|---|---|---|---|---|")
+    for batch_size in batch_sizes:
+        cached, hf_speed, full = (speeds.get((batch_size, k)) for k in ("cached", "hf", "full"))
+        cells = [f"{v:.1f}" if v else "-" for v in (cached, hf_speed, full)]
+        ratios = [f"{cached / v:.2f}x" if v else "-" for v in (hf_speed, full)]
+        print(f"| {batch_size} | " + " | ".join(cells + ratios) + " |")
+    if (1, "decoder") in speeds:
+        print(f"batch 1 through AutoRegressiveDecoder.greedy: {speeds[1, 'decoder']:.1f} tokens/s")
+    print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
