@@ -20,9 +20,6 @@ KERAS_BACKEND=tensorflow|jax|torch.
 import argparse
 import os
 import time
-import warnings
-
-import numpy as np
 
 import keras
 from bert4keras.models import build_transformer_model

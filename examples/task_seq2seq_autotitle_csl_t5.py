@@ -6,9 +6,9 @@ Tokens come from a SentencePiece model through `bert4keras.tokenizers.SpTokenize
 CPM-LM's Chinese model (30,000 pieces, words and characters), read from <data-dir>/spm/. The T5 model
 <data-dir>/spm/t5_tokenizer_base.model is English-only: Chinese text becomes <unk> pieces.
 
-By default a tiny T5 is trained from scratch on the 1000 training pairs (expect low scores: it learns
-the house phrasing of titles and a little copying, not Chinese; the printed `lead` baseline, the
-abstract's first characters, puts the numbers in context):
+By default a tiny T5 is trained from scratch on the 1000 training pairs. Expect low scores: it learns
+the house phrasing of titles and little else (at the defaults it gives most abstracts the same
+title); the printed `lead` baseline, the abstract's first characters, puts the numbers in context:
 
     python examples/task_seq2seq_autotitle_csl_t5.py
 
