@@ -268,7 +268,7 @@ class TokenizerBase:
             else:
                 raise ValueError("truncate_from must be 'right', 'left' or an int, got %r" % (truncate_from,))
             if pair and pattern == 'S*E*E':
-                maxlen += 1  # the second segment's start token is dropped below
+                maxlen += int(bool(self._token_start))  # the second segment's start token is dropped below
             truncate_sequences(maxlen, index, first_tokens, second_tokens)
 
         token_ids = self.tokens_to_ids(first_tokens)
