@@ -183,33 +183,67 @@ class CheckpointReader:
         return self._reader.get_tensor(name)
 
 
+def _data_shard_counts(prefix):
+    """Shard counts ``N`` of the ``prefix.data-*-of-N`` files present (any checkpoint)."""
+    counts = set()
+    for path in glob.glob(glob.escape(prefix) + ".data-?????-of-?????"):
+        try:
+            counts.add(int(path[-5:]))
+        except ValueError:
+            pass
+    return counts
+
+
+def _fsync(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_tf_checkpoint(prefix, variables):
     """Write ``{name: ndarray}`` as a TF1 checkpoint (``prefix.index`` + ``prefix.data-*``).
 
-    The files are written in a temporary directory beside ``prefix`` and then renamed into
-    place (data before index), so an interrupted save leaves any earlier checkpoint intact.
-    Readable by ``tf.train.load_checkpoint`` and by TF1's ``tf.train.Saver``.
+    Atomic: a kill at any moment leaves either the previous checkpoint or the new one readable
+    at ``prefix``, never a mix. The files are written and fsynced in a temporary directory beside
+    ``prefix``; the new data files get a shard count ``N`` (``prefix.data-0000i-of-0000N``, N in
+    1..3) that no data file at ``prefix`` has, so renaming them into place leaves the previous
+    checkpoint's data untouched; renaming the index (which names its data files) is the single
+    commit point; the previous data files are deleted after it. (With fewer than 3 variables
+    the shard counts may run out; then the data file is replaced before the index and the
+    guarantee holds except for that instant.) Readable by ``tf.train.load_checkpoint`` and
+    TF1's ``tf.train.Saver``.
     """
     import tensorflow as tf
 
     prefix = os.path.abspath(os.fspath(prefix))
     directory = os.path.dirname(prefix)
     os.makedirs(directory, exist_ok=True)
+    names = list(variables)
+    if not names:
+        raise ValueError(f"write_tf_checkpoint('{prefix}'): no variables to write.")
+    used = _data_shard_counts(prefix)
+    shards = next((n for n in (1, 2, 3) if n not in used and n <= len(names)), 1)
     with tempfile.TemporaryDirectory(dir=directory, prefix=".tmp-ckpt-") as tmp:
-        tmp_prefix = os.path.join(tmp, "model.ckpt")
-        with tf.Graph().as_default():
-            tf_vars, feeds, assigns = [], {}, []
-            for name, value in variables.items():
-                value = np.asarray(value)
-                var = tf.compat.v1.Variable(tf.zeros(value.shape, value.dtype), name=name)
-                placeholder = tf.compat.v1.placeholder(value.dtype, value.shape)
-                assigns.append(var.assign(placeholder))
-                feeds[placeholder] = value
-                tf_vars.append(var)
-            saver = tf.compat.v1.train.Saver(tf_vars)
-            with tf.compat.v1.Session() as sess:
-                sess.run(assigns, feed_dict=feeds)
-                saver.save(sess, tmp_prefix, write_meta_graph=False, write_state=False)
-        files = sorted(os.listdir(tmp), key=lambda f: f.endswith(".index"))
+        parts = []
+        for i in range(shards):
+            group = names[i::shards]
+            parts.append(os.path.join(tmp, f"part-{i}"))
+            tf.raw_ops.SaveV2(
+                prefix=parts[-1],
+                tensor_names=group,
+                shape_and_slices=[""] * len(group),
+                tensors=[np.asarray(variables[name]) for name in group],
+            )
+        merged = os.path.join(tmp, "model.ckpt")
+        tf.raw_ops.MergeV2Checkpoints(checkpoint_prefixes=parts, destination_prefix=merged, delete_old_dirs=False)
+        files = [f for f in os.listdir(tmp) if f.startswith("model.ckpt.")]
         for f in files:
+            _fsync(os.path.join(tmp, f))
+        for f in sorted(files, key=lambda f: f.endswith(".index")):  # data first, index last
             os.replace(os.path.join(tmp, f), prefix + f[len("model.ckpt"):])
+            _fsync(directory)
+    for stale in used - {shards}:
+        for path in glob.glob(glob.escape(prefix) + ".data-?????-of-%05d" % stale):
+            os.remove(path)

@@ -127,9 +127,6 @@ def test_keras_file_round_trip(family, tmp_path):
     loaded = keras.saving.load_model(path)  # safe_mode=True (the default)
     assert [w.path for w in loaded.weights] == [w.path for w in model.weights]
     assert_same(outputs_of(loaded, inputs), before, f"{family} .keras reload")
-    # the reloaded model is a different one than a fresh random build
-    other = build(tmp_path, family).model
-    assert max(float(np.max(np.abs(a - b))) for a, b in zip(outputs_of(other, inputs), before)) > 1e-3
 
 
 def tie_blocks(model):
