@@ -148,16 +148,35 @@ class DataGenerator:
     have the same padded length while later ones differ, pad to a fixed `length` or use
     `to_dataset(..., padded_batch=True)`, whose shapes are declared.
 
+    Length bucketing (opt in, `bucket_by=len_of_sample`): with `random=True`, `sample`
+    takes the shuffled samples `buffer_size` at a time, sorts each buffer by
+    `bucket_by(sample)`, cuts it into runs of `batch_size` and yields the runs in random
+    order. An `__iter__` that batches every `batch_size` samples as above then gets batches
+    of similar lengths, so `sequence_padding` to the longest of each batch pads far less.
+    Every sample is still yielded once per epoch; only a last, shorter run stays at the end
+    of the epoch (it is the final batch). `random=False` keeps the data order.
+
     Args:
         data: a list (or anything with `__len__` and `__getitem__`) of samples, or any
             iterable (then `len(self)` is unknown and shuffling uses a buffer).
         batch_size: int.
-        buffer_size: int, shuffle buffer for data without `__len__`
-            (default `batch_size * 1000`).
-    Source: bert4keras 0.11.5 `DataGenerator`.
+        buffer_size: int, shuffle buffer for data without `__len__`, and with `bucket_by`
+            the number of samples sorted together (rounded down to a multiple of
+            `batch_size`, at least one batch). Default `batch_size * 1000`, with
+            `bucket_by` `batch_size * 100`.
+        bucket_by: None, or a callable sample -> number (e.g. the token count) to sort by.
+        seed: None to draw from `np.random` (as bert4keras 0.11.5), or an int: the
+            shuffling then comes from `np.random.default_rng(seed)`, created once, so the
+            epochs differ from each other but the run repeats exactly.
+    Raises:
+        TypeError: `bucket_by` is not callable (or None).
+    Source: bert4keras 0.11.5 `DataGenerator`; length bucketing as in tf.data's
+    `bucket_by_sequence_length` and fairseq's size-sorted batches.
     """
 
-    def __init__(self, data, batch_size=32, buffer_size=None):
+    def __init__(self, data, batch_size=32, buffer_size=None, bucket_by=None, seed=None):
+        if bucket_by is not None and not callable(bucket_by):
+            raise TypeError('bucket_by must be None or a callable sample -> length, got %r' % (bucket_by,))
         self.data = data
         self.batch_size = batch_size
         if hasattr(self.data, '__len__'):
@@ -166,7 +185,10 @@ class DataGenerator:
                 self.steps += 1
         else:
             self.steps = None
-        self.buffer_size = buffer_size or batch_size * 1000
+        self.buffer_size = buffer_size or batch_size * (100 if bucket_by is not None else 1000)
+        self.bucket_by = bucket_by
+        self.seed = seed
+        self._rng = None if seed is None else np.random.default_rng(seed)
 
     def __len__(self):
         """Batches per epoch, ceil(len(data) / batch_size). TypeError when data has no length."""
@@ -176,9 +198,13 @@ class DataGenerator:
         """Yield `(is_end, sample)` over one pass of the data; `is_end` is True for the last.
 
         With `random=True` the order is a random permutation (data with a length) or a
-        shuffle buffer of `buffer_size` samples (plain iterables). Uses `np.random`.
+        shuffle buffer of `buffer_size` samples (plain iterables), then sorted into
+        length buckets when `bucket_by` is set (see the class). Uses `np.random`, or the
+        generator seeded by `seed`.
         """
         if random:
+            randint = np.random.randint if self._rng is None else self._rng.integers
+            permutation = np.random.permutation if self._rng is None else self._rng.permutation
             if self.steps is None:
 
                 def generator():
@@ -186,21 +212,23 @@ class DataGenerator:
                     for d in self.data:
                         caches.append(d)
                         if isfull:
-                            i = np.random.randint(len(caches))
+                            i = randint(len(caches))
                             yield caches.pop(i)
                         elif len(caches) == self.buffer_size:
                             isfull = True
                     while caches:
-                        i = np.random.randint(len(caches))
+                        i = randint(len(caches))
                         yield caches.pop(i)
 
             else:
 
                 def generator():
-                    for i in np.random.permutation(len(self.data)):
+                    for i in permutation(len(self.data)):
                         yield self.data[i]
 
             data = generator()
+            if self.bucket_by is not None:
+                data = self._bucketed(data, permutation)
         else:
             data = iter(self.data)
 
@@ -212,6 +240,29 @@ class DataGenerator:
             yield False, d_current
             d_current = d_next
         yield True, d_current
+
+    def _bucketed(self, samples, permutation):
+        """`samples` re-ordered buffer by buffer: sorted by `bucket_by`, runs of `batch_size` shuffled."""
+        size = max(self.buffer_size // self.batch_size, 1) * self.batch_size
+        buffer = []
+        for d in samples:
+            buffer.append(d)
+            if len(buffer) == size:
+                yield from self._sorted_runs(buffer, permutation)
+                buffer = []
+        if buffer:
+            yield from self._sorted_runs(buffer, permutation)
+
+    def _sorted_runs(self, buffer, permutation):
+        lengths = [self.bucket_by(d) for d in buffer]
+        order = sorted(range(len(buffer)), key=lengths.__getitem__)  # stable: ties keep the shuffle
+        runs = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        short = runs.pop() if len(runs[-1]) < self.batch_size else []  # a short run stays last
+        for j in permutation(len(runs)):
+            for i in runs[j]:
+                yield buffer[i]
+        for i in short:
+            yield buffer[i]
 
     def __iter__(self, random=False):
         """Yield the batches of one epoch; write it in a subclass."""

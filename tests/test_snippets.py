@@ -253,3 +253,75 @@ def test_forfit_passes_list_inputs_as_tuples_to_fit():
     gen = ListBatches([1.0, 2.0], batch_size=1)
     history = model.fit(gen.forfit(), steps_per_epoch=len(gen), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+# ------------------------------------------------------------------- DataGenerator length bucketing
+
+
+def _words(sample):
+    return len(sample[1].split())  # SST-2 text is whitespace-tokenized
+
+
+def _padding(batches):
+    """Padded positions when each batch is padded to its longest sample."""
+    return sum(max(map(_words, b)) * len(b) - sum(map(_words, b)) for b in batches)
+
+
+def _epoch_batches(generator, seed_global=None):
+    if seed_global is not None:
+        np.random.seed(seed_global)
+    items = [d for _, d in generator.sample(random=True)]
+    return [items[i : i + generator.batch_size] for i in range(0, len(items), generator.batch_size)]
+
+
+def test_bucket_by_yields_every_sample_once_in_length_homogeneous_batches():
+    data = [(i, text) for i, (text, _) in enumerate(_sst2(872))]
+    batch_size, window = 16, 160
+    bucketed = DataGenerator(data, batch_size, buffer_size=window, bucket_by=_words, seed=0)
+    plain = DataGenerator(data, batch_size, seed=0)
+    for _ in range(2):  # two epochs
+        batches = _epoch_batches(bucketed)
+        assert len(batches) == len(bucketed) == 55
+        assert sorted(i for b in batches for i, _ in b) == list(range(872))
+        assert [len(b) for b in batches] == [16] * 54 + [8]  # only the last batch is short
+        # Within each buffer the batches are consecutive runs of the length order: their
+        # [min, max] ranges do not overlap.
+        for w in range(0, len(batches), window // batch_size):
+            spans = sorted((min(map(_words, b)), max(map(_words, b))) for b in batches[w : w + window // batch_size])
+            assert all(hi <= lo for (_, hi), (lo, _) in zip(spans, spans[1:])), spans
+        # Batches come in random order, not sorted by length across the buffer.
+        firsts = [min(map(_words, b)) for b in batches[:10]]
+        assert firsts != sorted(firsts)
+        padding, padding_plain = _padding(batches), _padding(_epoch_batches(plain))
+        assert padding < 0.25 * padding_plain, (padding, padding_plain)
+
+
+def test_bucket_by_is_seeded_and_the_default_is_unchanged():
+    data = [(i, text) for i, (text, _) in enumerate(_sst2(200))]
+    a = DataGenerator(data, 8, buffer_size=64, bucket_by=_words, seed=3)
+    b = DataGenerator(data, 8, buffer_size=64, bucket_by=_words, seed=3)
+    epochs_a = [_epoch_batches(a) for _ in range(2)]
+    assert epochs_a == [_epoch_batches(b) for _ in range(2)]
+    assert epochs_a[0] != epochs_a[1]
+    # Without bucket_by and seed: np.random.permutation as in bert4keras 0.11.5.
+    np.random.seed(7)
+    expected = [data[i] for i in np.random.permutation(len(data))]
+    np.random.seed(7)
+    assert [d for _, d in DataGenerator(data, 8).sample(random=True)] == expected
+    # With a seed alone: the same permutation from np.random.default_rng(seed).
+    expected = [data[i] for i in np.random.default_rng(5).permutation(len(data))]
+    assert [d for _, d in DataGenerator(data, 8, seed=5).sample(random=True)] == expected
+    # random=False keeps the data order even with bucket_by.
+    assert [d for _, d in a.sample(random=False)] == data
+    with pytest.raises(TypeError, match='bucket_by'):
+        DataGenerator(data, 8, bucket_by=3)
+
+
+def test_bucket_by_on_an_iterable_and_through_a_batching_subclass():
+    data = _sst2(100)
+    generator = DataGenerator(_Reiterable(data), 10, buffer_size=30, bucket_by=lambda d: len(d[0]), seed=1)
+    items = [d for _, d in generator.sample(random=True)]
+    assert sorted(items) == sorted(data)
+    batches = _BatchGenerator(data, batch_size=10, buffer_size=50, bucket_by=lambda d: len(d[0]), seed=1)
+    shapes = [x.shape for x, _ in batches.__iter__(random=True)]
+    assert len(shapes) == 10 and sum(s[0] for s in shapes) == 100
