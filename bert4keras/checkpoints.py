@@ -85,49 +85,74 @@ def collect_stored(pairs):
     return out
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl")
+
+
 class CheckpointReader:
     """Read-only ``{name: ndarray}`` view of a checkpoint, loaded lazily by name.
 
     Opens a Google TF1 checkpoint (a prefix such as ``bert_model.ckpt``, or a directory with a
     ``checkpoint`` state file or a single ``*.index`` file), a ``.safetensors`` file, or a Hugging
-    Face model directory containing ``model.safetensors``. Pickle-based files (``.bin``,
-    ``.pt``) are refused: they can run arbitrary code when loaded.
+    Face model directory containing ``model.safetensors``. Pickle-based files (``.bin``, ``.pt``,
+    ``.pth``, ``.pkl``, e.g. ``pytorch_model.bin``) can run arbitrary code when unpickled, so they
+    are refused unless ``allow_pickle=True``; then they are read with
+    ``torch.load(path, map_location="cpu", weights_only=True)`` (PyTorch's restricted unpickler,
+    which accepts tensors and plain containers only), importing torch only at that point.
 
+    Args:
+        path: str or os.PathLike, file, prefix or directory as above.
+        strip_prefixes: name prefixes to drop from Hugging Face names (``'bert.'``, ...).
+        allow_pickle: bool, opt in to reading pickle-based PyTorch files (default False).
     Attributes:
-        format: ``'tf'`` or ``'hf'``.
+        format: ``'tf'`` (official TF names) or ``'hf'`` (Hugging Face names, from a
+            safetensors or an opted-in PyTorch pickle file).
         path: the resolved file or prefix.
     Raises:
         FileNotFoundError: nothing readable at ``path``.
-        ValueError: a pickle-based file.
+        ValueError: a pickle-based file without ``allow_pickle=True`` (the message names the
+            file and the opt-in), or a file that cannot be parsed (named).
+        ImportError: ``allow_pickle=True`` on a pickle file but PyTorch is not installed.
     """
 
-    def __init__(self, path, strip_prefixes=()):
+    def __init__(self, path, strip_prefixes=(), allow_pickle=False):
         path = os.fspath(path)
-        self.path, self.format = self._resolve(path)
-        if self.format == "hf":
-            from safetensors import safe_open
-
-            self._file = safe_open(self.path, framework="numpy")
-            self._keys = {}
-            for key in self._file.keys():
-                short = key
-                for prefix in strip_prefixes:
-                    if key.startswith(prefix):
-                        short = key[len(prefix):]
-                        break
-                self._keys.setdefault(short, key)
-        else:
+        self.path, kind = self._resolve(path, allow_pickle)
+        self.format = "tf" if kind == "tf" else "hf"
+        if kind == "tf":
             import tensorflow as tf
 
-            self._reader = tf.train.load_checkpoint(self.path)
+            try:
+                self._reader = tf.train.load_checkpoint(self.path)
+            except Exception as e:  # tf raises DataLossError / NotFoundError with long messages
+                raise ValueError(f"Cannot read TF checkpoint '{self.path}': {type(e).__name__}: {e}") from e
             self._shapes = self._reader.get_variable_to_shape_map()
+            return
+        if kind == "safetensors":
+            from safetensors import SafetensorError, safe_open
+
+            try:
+                self._file = safe_open(self.path, framework="numpy")
+            except (SafetensorError, OSError) as e:
+                raise ValueError(f"Cannot read safetensors file '{self.path}': {e}") from e
+            stored = list(self._file.keys())
+        else:
+            self._tensors = _torch_load(self.path)
+            stored = list(self._tensors)
+        self._keys = {}
+        for key in stored:
+            short = key
+            for prefix in strip_prefixes:
+                if key.startswith(prefix):
+                    short = key[len(prefix):]
+                    break
+            self._keys.setdefault(short, key)
 
     @staticmethod
-    def _resolve(path):
+    def _resolve(path, allow_pickle=False):
+        """``path`` -> ``(file or prefix, kind)`` with kind ``'tf'``, ``'safetensors'`` or ``'pickle'``."""
         if os.path.isdir(path):
-            for name in ("model.safetensors",):
-                if os.path.isfile(os.path.join(path, name)):
-                    return os.path.join(path, name), "hf"
+            if os.path.isfile(os.path.join(path, "model.safetensors")):
+                return os.path.join(path, "model.safetensors"), "safetensors"
             state = os.path.join(path, "checkpoint")
             if os.path.isfile(state):
                 import tensorflow as tf
@@ -138,11 +163,22 @@ class CheckpointReader:
             indexes = glob.glob(os.path.join(path, "*.index"))
             if len(indexes) == 1:
                 return indexes[0][: -len(".index")], "tf"
-            if glob.glob(os.path.join(path, "*.bin")) or glob.glob(os.path.join(path, "*.pt")):
+            pickles = sorted(f for f in os.listdir(path) if f.endswith(PICKLE_SUFFIXES))
+            if pickles:
+                preferred = [f for f in pickles if f == "pytorch_model.bin"] or pickles
+                if allow_pickle and len(preferred) == 1:
+                    return os.path.join(path, preferred[0]), "pickle"
+                if allow_pickle:
+                    raise FileNotFoundError(
+                        f"Checkpoint directory '{path}' holds several pickle files {pickles}; "
+                        "pass the file to load."
+                    )
                 raise ValueError(
-                    f"Checkpoint directory '{path}' holds only pickle-based weights (*.bin/*.pt), "
-                    "which are not loaded because unpickling can run arbitrary code; convert "
-                    "them to model.safetensors."
+                    f"Checkpoint directory '{path}' holds only pickle-based weights {pickles}, "
+                    "which are not loaded by default because unpickling can run arbitrary code. "
+                    "Convert them to model.safetensors, or opt in with allow_pickle=True "
+                    "(build_transformer_model(..., allow_pickle=True)) to read them with "
+                    "torch.load(weights_only=True)."
                 )
             raise FileNotFoundError(
                 f"No checkpoint found in directory '{path}': expected model.safetensors, a TF "
@@ -151,11 +187,17 @@ class CheckpointReader:
         if path.endswith(".safetensors"):
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"Checkpoint file '{path}' does not exist.")
-            return path, "hf"
-        if path.endswith((".bin", ".pt", ".pth", ".pkl")):
+            return path, "safetensors"
+        if path.endswith(PICKLE_SUFFIXES):
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"Checkpoint file '{path}' does not exist.")
+            if allow_pickle:
+                return path, "pickle"
             raise ValueError(
-                f"Checkpoint '{path}' is pickle-based and is not loaded because unpickling can "
-                "run arbitrary code; convert it to safetensors."
+                f"Checkpoint '{path}' is pickle-based and is not loaded by default because "
+                "unpickling can run arbitrary code. Convert it to safetensors, or opt in with "
+                "allow_pickle=True (build_transformer_model(..., allow_pickle=True)) to read it "
+                "with torch.load(weights_only=True)."
             )
         if path.endswith(".index"):
             path = path[: -len(".index")]
@@ -167,20 +209,52 @@ class CheckpointReader:
         )
 
     def __contains__(self, name):
-        return name in (self._keys if self.format == "hf" else self._shapes)
+        return name in (self._shapes if self.format == "tf" else self._keys)
 
     def names(self):
-        return list(self._keys if self.format == "hf" else self._shapes)
+        return list(self._shapes if self.format == "tf" else self._keys)
 
     def shape(self, name):
-        if self.format == "hf":
-            return tuple(self._file.get_slice(self._keys[name]).get_shape())
-        return tuple(self._shapes[name])
+        if self.format == "tf":
+            return tuple(self._shapes[name])
+        if hasattr(self, "_tensors"):
+            return tuple(self._tensors[self._keys[name]].shape)
+        return tuple(self._file.get_slice(self._keys[name]).get_shape())
 
     def __getitem__(self, name):
-        if self.format == "hf":
-            return self._file.get_tensor(self._keys[name])
-        return self._reader.get_tensor(name)
+        if self.format == "tf":
+            return self._reader.get_tensor(name)
+        if hasattr(self, "_tensors"):
+            tensor = self._tensors[self._keys[name]].detach().cpu()
+            if not tensor.dtype.is_floating_point or tensor.dtype.itemsize >= 4:
+                return tensor.numpy()
+            return tensor.float().numpy()  # bfloat16 / float16 have no exact NumPy twin here
+        return self._file.get_tensor(self._keys[name])
+
+
+def _torch_load(path):
+    """``{name: torch.Tensor}`` from a PyTorch pickle, with the restricted ``weights_only`` unpickler."""
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(
+            f"Reading the pickle-based checkpoint '{path}' (allow_pickle=True) needs PyTorch, "
+            "which is not installed; install torch or convert the file to safetensors."
+        ) from e
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError for forbidden globals, RuntimeError for bad files
+        raise ValueError(
+            f"Cannot load '{path}' with torch.load(weights_only=True): {type(e).__name__}: {e}"
+        ) from e
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)} if isinstance(state, dict) else {}
+    if not tensors:
+        raise ValueError(
+            f"Pickle checkpoint '{path}' holds no state dict of tensors (got {type(state).__name__})."
+        )
+    return tensors
 
 
 def _data_shard_counts(prefix):

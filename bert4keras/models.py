@@ -330,7 +330,7 @@ class Transformer:
             value = self.load_embeddings(value, var.vocab)
         return value
 
-    def load_weights_from_checkpoint(self, checkpoint, mapping=None):
+    def load_weights_from_checkpoint(self, checkpoint, mapping=None, allow_pickle=False):
         """Load an official TF checkpoint or HF safetensors into the model.
 
         Variables of the checkpoint that the mapping does not name (optimizer slots,
@@ -339,13 +339,29 @@ class Transformer:
         Args:
             checkpoint: path (see `CheckpointReader`).
             mapping: optional ``{layer name: [names]}`` overriding the family's mapping.
+            allow_pickle: read a PyTorch ``.bin``/``.pt`` file with
+                ``torch.load(weights_only=True)`` instead of refusing it (default False).
         Raises:
             ValueError: a variable is missing or has the wrong shape (message names the
                 variable, the layer, the expected and found shapes), unless
-                ``ignore_invalid_weights=True`` made it a warning and the weight was skipped.
+                ``ignore_invalid_weights=True`` made it a warning and the weight was skipped;
+                when none of the family's variables is in the checkpoint, the message says so
+                and quotes some of the checkpoint's names (a checkpoint of another family);
+                a pickle file without ``allow_pickle=True``.
+            FileNotFoundError: nothing readable at ``checkpoint``.
         """
-        reader = CheckpointReader(checkpoint, strip_prefixes=self.hf_prefixes)
+        reader = CheckpointReader(checkpoint, strip_prefixes=self.hf_prefixes, allow_pickle=allow_pickle)
         mapping = self.mapping_for(reader) if mapping is None else mapping
+        expected = [as_var(v).name for k, specs in mapping.items() if k in self.layers for v in specs]
+        if expected and not any(name in reader for name in expected):
+            found = sorted(reader.names())[:3]
+            family_hint = (
+                f" None of the {len(expected)} variables {type(self).__name__} expects is in this "
+                f"checkpoint (it holds e.g. {found}): is it a checkpoint of another model family? "
+                "Check model=."
+            )
+        else:
+            family_hint = ""
         for layer_name, specs in mapping.items():
             if layer_name not in self.layers:
                 continue
@@ -369,7 +385,7 @@ class Transformer:
                     if self.ignore_invalid_weights:
                         warnings.warn(problem + " Skipped (ignore_invalid_weights=True).")
                         continue
-                    raise ValueError(problem)
+                    raise ValueError(problem + family_hint)
                 weight.assign(value.astype(weight.dtype))
 
     def save_weights_as_checkpoint(self, filename, mapping=None, dtype=None):
@@ -1717,21 +1733,80 @@ def read_config(config_path):
     return configs
 
 
-def _validate_configs(configs):
+_POSITIVE_INT = ("vocab_size", "hidden_size", "num_attention_heads", "intermediate_size")
+_OPTIONAL_POSITIVE_INT = ("max_position", "embedding_size", "attention_head_size", "attention_key_size")
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value):
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _validate_configs(configs, from_kwargs=()):
+    """Check the sizes and rates before any layer is built; errors name the key, its source
+    (the config file or a keyword argument), what was expected and the value got."""
     source = configs.pop("_config_path", None)
-    where = f" in config '{source}'" if source else ""
+
+    def where(key):
+        if key in from_kwargs:
+            return " (keyword argument)"
+        return f" in config '{source}'" if source else ""
+
+    def fail(key, expected, value):
+        raise ValueError(
+            f"Config key '{key}'{where(key)} must be {expected}, got {value!r} ({type(value).__name__})."
+        )
+
     missing = [key for key in _REQUIRED_INT if configs.get(key) is None]
     if missing:
-        raise ValueError(f"Missing required config key(s) {missing}{where}.")
-    for key in _REQUIRED_INT + ("max_position", "segment_vocab_size"):
+        origin = f" in config '{source}'" if source else " (no config_path given)"
+        raise ValueError(f"Missing required config key(s) {missing}{origin}.")
+    for key in _REQUIRED_INT + _OPTIONAL_POSITIVE_INT + ("segment_vocab_size",):
         value = configs.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise ValueError(f"Config key '{key}'{where} must be a non-negative int, got {value!r}.")
+        if value is None:
+            continue
+        if not _is_int(value) or value < 0:
+            fail(key, "a non-negative int", value)
+        if value == 0 and key in _POSITIVE_INT + _OPTIONAL_POSITIVE_INT:
+            fail(key, "> 0", value)
+    for key in ("dropout_rate", "attention_dropout_rate"):
+        value = configs.get(key)
+        if value is not None and not (_is_number(value) and 0 <= value < 1):
+            fail(key, "a number in [0, 1)", value)
+    value = configs.get("layer_norm_epsilon")
+    if value is not None and not (_is_number(value) and value > 0):
+        fail("layer_norm_epsilon", "a number > 0", value)
+    value = configs.get("initializer_range")
+    if value is not None and not (_is_number(value) and value >= 0):
+        fail("initializer_range", "a number >= 0", value)
+    act = configs.get("hidden_act")
+    acts = act if isinstance(act, (list, tuple)) else [act]
+    if act is not None and not all(isinstance(a, str) or callable(a) for a in acts):
+        fail("hidden_act", "an activation name (str) or a list of them", act)
     if configs["hidden_size"] % configs["num_attention_heads"] and not configs.get("attention_head_size"):
         raise ValueError(
             f"hidden_size {configs['hidden_size']} is not divisible by num_attention_heads "
-            f"{configs['num_attention_heads']}{where}."
+            f"{configs['num_attention_heads']}{where('hidden_size') or where('num_attention_heads')}."
         )
+    keep = configs.get("keep_tokens")
+    if keep is not None:
+        if isinstance(keep, (str, bytes)) or not hasattr(keep, "__len__") or not all(_is_int(i) for i in keep):
+            fail("keep_tokens", "a list of int token ids", keep)
+        bad = [(n, int(i)) for n, i in enumerate(keep) if not 0 <= i < configs["vocab_size"]]
+        if bad:
+            raise ValueError(
+                f"keep_tokens[{bad[0][0]}] = {bad[0][1]} is outside the vocabulary of vocab_size "
+                f"{configs['vocab_size']}{where('vocab_size')} ({len(bad)} id(s) out of range)."
+            )
+    compound = configs.get("compound_tokens")
+    if compound is not None:
+        if isinstance(compound, (str, bytes)) or not all(
+            hasattr(ids, "__len__") and len(ids) > 0 and all(_is_int(i) and i >= 0 for i in ids) for ids in compound
+        ):
+            fail("compound_tokens", "a list of non-empty lists of non-negative int token ids", compound)
     configs.setdefault("hidden_act", "gelu")
 
 
@@ -1741,6 +1816,7 @@ def build_transformer_model(
     model="bert",
     application="encoder",
     return_keras_model=True,
+    allow_pickle=False,
     **kwargs,
 ):
     """Build a transformer from a config file and optionally load a checkpoint (bert4keras API).
@@ -1760,13 +1836,18 @@ def build_transformer_model(
         return_keras_model: return ``keras.Model`` if True, else the builder (with ``.model``,
             ``save_weights_as_checkpoint``, ``load_weights_from_checkpoint``; T5's has
             ``.encoder`` and ``.decoder``).
+        allow_pickle: opt in to loading a pickle-based PyTorch ``checkpoint_path``
+            (``pytorch_model.bin``, ``*.pt``) with ``torch.load(weights_only=True)``; by
+            default such files are refused because unpickling can run arbitrary code.
         **kwargs: override config values and set builder options (``with_pool``, ``with_nsp``,
             ``with_mlm``, ``keep_tokens``, ``compound_tokens``, ``segment_vocab_size``,
             ``max_position``, ``hierarchical_position``, ``sequence_length``, ``dropout_rate``,
             ``ignore_invalid_weights``, ``name``, ...).
     Raises:
-        ValueError: unknown model/application, missing or invalid config keys, checkpoint
-            variables missing or mis-shaped. FileNotFoundError: missing config/checkpoint.
+        ValueError: unknown model/application; missing config keys or invalid values (the
+            message names the key, where it came from, what was expected and the value got);
+            checkpoint variables missing or mis-shaped; a pickle checkpoint without
+            ``allow_pickle=True``. FileNotFoundError: missing config/checkpoint.
     """
     if not isinstance(model, str) or model.lower() not in MODELS:
         raise ValueError(f"Unknown model={model!r}; expected one of {sorted(MODELS)}.")
@@ -1777,10 +1858,10 @@ def build_transformer_model(
     if model.startswith(("t5.", "mt5.")):
         configs["version"] = model.split("_")[0]
     configs.update(kwargs)
-    _validate_configs(configs)
+    _validate_configs(configs, from_kwargs=set(kwargs))
     configs["application"] = application
     transformer = MODELS[model](**configs)
     transformer.build(**configs)
     if checkpoint_path is not None:
-        transformer.load_weights_from_checkpoint(checkpoint_path)
+        transformer.load_weights_from_checkpoint(checkpoint_path, allow_pickle=allow_pickle)
     return transformer.model if return_keras_model else transformer

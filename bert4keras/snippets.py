@@ -39,17 +39,36 @@ def sequence_padding(inputs, length=None, value=0, seq_dims=1, mode='post'):
         np.ndarray of shape (batch_size, *length, ...), dtype as NumPy infers from `inputs`
         (int64 for lists of Python ints; pass arrays to choose another).
     Raises:
-        ValueError: `mode` is not 'post'/'pre', or `inputs` is empty.
+        ValueError: `mode` is not 'post'/'pre'; `inputs` is empty (an empty batch); a sample
+            has fewer than `seq_dims` dimensions, or trailing dimensions unlike the first
+            sample's (the message names the sample and both shapes); `length` is negative or
+            has the wrong number of entries.
+        TypeError: `inputs` is not a list-like of sequences (e.g. None or a str).
     Source: bert4keras 0.11.5 `sequence_padding`.
     """
     if mode not in ('post', 'pre'):
         raise ValueError('mode must be "post" or "pre", got %r' % (mode,))
+    if inputs is None or is_string(inputs) or not hasattr(inputs, '__len__'):
+        raise TypeError('inputs must be a list of sequences, got %s' % type(inputs).__name__)
     if len(inputs) == 0:
-        raise ValueError('inputs is empty')
+        raise ValueError('inputs is empty: sequence_padding needs at least one sequence (an empty batch?)')
+    shapes = [np.shape(x) for x in inputs]
+    for i, shape in enumerate(shapes):
+        if len(shape) < seq_dims:
+            raise ValueError(
+                'inputs[%d] has shape %s: fewer than seq_dims=%d dimensions to pad' % (i, shape, seq_dims)
+            )
+        if shape[seq_dims:] != shapes[0][seq_dims:]:
+            raise ValueError(
+                'inputs[%d] has shape %s, inputs[0] has %s: all dimensions after the first '
+                'seq_dims=%d must agree' % (i, shape, shapes[0], seq_dims)
+            )
     if length is None:
-        length = np.max([np.shape(x)[:seq_dims] for x in inputs], axis=0)
+        length = np.max([shape[:seq_dims] for shape in shapes], axis=0)
     elif not hasattr(length, '__getitem__'):
         length = [length] * seq_dims
+    if len(length) != seq_dims or any(int(n) < 0 for n in length):
+        raise ValueError('length must be a non-negative int or %d of them, got %r' % (seq_dims, length))
 
     slices = tuple(np.s_[: length[i]] for i in range(seq_dims))
     outputs = []
@@ -74,11 +93,20 @@ def truncate_sequences(maxlen, indices, *sequences):
         sequences: lists, modified in place; None or empty ones are skipped.
     Returns:
         list of the non-empty sequences (the same list objects).
+    Raises:
+        ValueError: `maxlen` is not a non-negative int, or `indices` has fewer entries than
+            there are non-empty sequences.
     Source: bert4keras 0.11.5 `truncate_sequences`.
     """
+    if isinstance(maxlen, bool) or not isinstance(maxlen, (int, np.integer)) or maxlen < 0:
+        raise ValueError('maxlen must be a non-negative int, got %r' % (maxlen,))
     sequences = [s for s in sequences if s]
     if not isinstance(indices, (list, tuple)):
         indices = [indices] * len(sequences)
+    elif len(indices) < len(sequences):
+        raise ValueError(
+            'indices has %d entries for %d non-empty sequences' % (len(indices), len(sequences))
+        )
     while True:
         lengths = [len(s) for s in sequences]
         if sum(lengths) > maxlen:

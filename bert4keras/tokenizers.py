@@ -11,6 +11,7 @@ import re
 import tempfile
 import unicodedata
 
+import numpy as np
 import sentencepiece
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
@@ -83,6 +84,33 @@ def save_vocab(dict_path, token_dict, encoding='utf-8'):
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
         raise
+
+
+def check_token_ids(token_ids, vocab_size, name='token_ids'):
+    """Check a batch of ids before a call: every id must be in ``[0, vocab_size)``.
+
+    Out-of-range ids are not caught by the model on every backend: TensorFlow's gather on CPU
+    and PyTorch's embedding raise at call time, but JAX's gather fills the row with NaN and
+    the outputs turn NaN silently. This NumPy check is cheap; run it on eager data (e.g. in a
+    data generator or before ``predict``), not inside a compiled graph.
+
+    Args:
+        token_ids: array-like of int, any shape.
+        vocab_size: int, the model's number of token embedding rows.
+        name: str, how the message calls `token_ids`.
+    Raises:
+        ValueError: naming the first offending position, its id and `vocab_size`.
+    """
+    ids = np.asarray(token_ids)
+    if ids.size and not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError('%s must hold integers, got dtype %s' % (name, ids.dtype))
+    bad = np.argwhere((ids < 0) | (ids >= vocab_size))
+    if len(bad):
+        where = tuple(int(i) for i in bad[0])
+        raise ValueError(
+            '%s%s = %d is outside [0, vocab_size=%d) (%d id(s) out of range)'
+            % (name, list(where), int(ids[where]), vocab_size, len(bad))
+        )
 
 
 def _longest_first(n1, n2, budget):
@@ -165,6 +193,37 @@ class TokenizerBase:
     def vocab_size(self):
         """int, number of tokens in the vocabulary."""
         return self._vocab_size
+
+    def _max_id(self):
+        return self._vocab_size - 1
+
+    def check_vocab_size(self, vocab_size, strict=False):
+        """Check that every id this tokenizer can emit is a row of the model's token embedding.
+
+        A vocabulary file larger than the model's embedding gives ids >= vocab_size, which
+        TensorFlow (CPU) and PyTorch reject at call time but JAX turns silently into NaN
+        outputs; call this once after building the model.
+
+        Args:
+            vocab_size: int, or an object with a ``vocab_size`` attribute (the builder from
+                ``build_transformer_model(..., return_keras_model=False)``), the number of
+                embedding rows.
+            strict: also require the sizes to be equal (a smaller vocabulary is otherwise
+                fine: T5 and others pad their embedding beyond the SentencePiece model).
+        Raises:
+            ValueError: naming the vocabulary source, its size and the model's vocab_size.
+            TypeError: `vocab_size` is neither an int nor has an int ``vocab_size``.
+        """
+        rows = getattr(vocab_size, 'vocab_size', vocab_size)
+        if isinstance(rows, bool) or not isinstance(rows, (int, np.integer)):
+            raise TypeError('vocab_size must be an int or have an int vocab_size, got %r' % (vocab_size,))
+        top = self._max_id() + 1
+        if top > rows or (strict and top != rows):
+            raise ValueError(
+                'vocabulary %s has %d ids (largest %d) but the model has vocab_size=%d embedding rows%s'
+                % (self._source, top, top - 1, rows,
+                   '; token ids >= %d would be out of range' % rows if top > rows else ' (strict=True)')
+            )
 
     def tokenize(self, text, maxlen=None):
         """Tokens of `text` with `token_start`/`token_end` around them.
@@ -333,17 +392,23 @@ class Tokenizer(TokenizerBase):
         `_token_end_id`: int, or None when the token is not in the vocabulary.
     Raises:
         FileNotFoundError: `token_dict` is a path that does not exist.
+        ValueError: the vocabulary is empty (the message names the file).
     Source: bert4keras 0.11.5 `Tokenizer`; Devlin et al. 2019 (BERT) for the algorithm.
     """
 
     def __init__(self, token_dict, do_lower_case=False, word_maxlen=200, **kwargs):
         super().__init__(**kwargs)
         if is_string(token_dict) or isinstance(token_dict, os.PathLike):
+            self._source = repr(os.fspath(token_dict))
             token_dict = load_vocab(token_dict)
+        else:
+            self._source = "(token dict)"
         self._do_lower_case = do_lower_case
         self._token_dict = dict(token_dict)
         self._token_dict_inv = {v: k for k, v in self._token_dict.items()}
         self._vocab_size = len(self._token_dict)
+        if not self._token_dict:
+            raise ValueError('vocabulary %s is empty' % self._source)
         self._word_maxlen = word_maxlen
         for name in ['pad', 'unk', 'mask', 'start', 'end']:
             token = getattr(self, '_token_%s' % name)
@@ -413,6 +478,9 @@ class Tokenizer(TokenizerBase):
     def _is_fast(self):
         """True when the backend's own pipeline gives our tokens (no Python-side steps)."""
         return self._pre_tokenize is None and not self._token_translate
+
+    def _max_id(self):
+        return max(self._token_dict.values())
 
     def token_to_id(self, token):
         """int id of `token`; `_token_unk_id` when it is not in the vocabulary."""
@@ -695,6 +763,7 @@ class SpTokenizer(TokenizerBase):
     def __init__(self, sp_model_path, **kwargs):
         super().__init__(**kwargs)
         sp_model_path = os.fspath(sp_model_path)
+        self._source = repr(sp_model_path)
         if not os.path.isfile(sp_model_path):
             raise FileNotFoundError('SentencePiece model not found: %r' % sp_model_path)
         self.sp_model = sentencepiece.SentencePieceProcessor()
