@@ -415,7 +415,8 @@ class CacheModel(keras.Model):
     chunk_len)`` each (T5's decoder: the context first); the position of the chunk's first
     token, int32 ``(batch_size,)`` (equal across the batch); then one KV cache ``(batch_size,
     2, max_length, heads, head_size)`` per self-attention layer. Outputs: the model's output
-    for the chunk, then the updated caches. Shapes are fixed for a given chunk length, so the
+    at the chunk's last position (e.g. probabilities ``(batch_size, vocab_size)``), then the
+    updated caches. Shapes are fixed for a given chunk length, so the
     compiled predict function (XLA / ``jax.jit`` / TF graph) is traced once per chunk length.
     Prompts must not contain padding (rows of a batch share one length).
     """
@@ -426,25 +427,62 @@ class CacheModel(keras.Model):
         self.max_length = int(max_length)
         # tracked so the compiled predict function takes the weights as state
         self.shared_layers = [layer for layer in transformer.model.layers if layer.weights]
+        self.built = True  # every layer is the builder's, built with its model
 
     def call(self, inputs):
         caches = inputs[-self.transformer.num_hidden_layers:]
         index = inputs[-self.transformer.num_hidden_layers - 1]
         chunk = inputs[: -self.transformer.num_hidden_layers - 1]
-        return self.transformer.run_cached(chunk, index, caches, self.max_length)
+        outputs = self.transformer.run_cached(chunk, index, caches, self.max_length)
+        return [outputs[0][:, -1]] + outputs[1:]
+
+    def make_step_function(self):
+        """The model as a compiled function of backend tensors, so the caches stay on the backend between
+        steps (no NumPy round trip): ``tf.function(jit_compile=True)`` (XLA) on TensorFlow,
+        ``jax.jit`` of `stateless_call` on JAX (the weights read at each call), eager under
+        ``torch.no_grad`` on PyTorch. Traced once per input shape (prompt, one token, batch)."""
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return tf.function(lambda inputs: self(inputs), jit_compile=True)
+        if backend == "jax":
+            import jax
+
+            @jax.jit
+            def step(trainable, non_trainable, inputs):
+                return self.stateless_call(trainable, non_trainable, inputs, return_losses=False)[0]
+
+            def run(inputs):
+                trainable = [v.value for v in self.trainable_variables]
+                non_trainable = [v.value for v in self.non_trainable_variables]
+                return step(trainable, non_trainable, inputs)
+
+            return run
+        if backend == "torch":
+            import torch
+
+            def run(inputs):
+                with torch.no_grad():
+                    return self(inputs)
+
+            return run
+        return self
 
 
 class KVCache:
-    """Decoding state of a `CachedPredictor`: the caches (NumPy, one per self-attention call,
-    ``(batch_size, 2, max_length, heads, head_size)``) and the next write position.
-    `AutoRegressiveDecoder` calls `reorder` when it re-ranks beams or drops finished rows."""
+    """Decoding state of a `CachedPredictor`: the caches (backend tensors, one per
+    self-attention call, ``(batch_size, 2, max_length, heads, head_size)``) and the next write
+    position. `AutoRegressiveDecoder` calls `reorder` when it re-ranks beams or drops finished
+    rows."""
 
     def __init__(self, caches, index):
         self.caches = caches
         self.index = index
 
     def reorder(self, indices):
-        return KVCache([cache[indices] for cache in self.caches], self.index)
+        indices = ops.convert_to_tensor(np.asarray(indices, dtype="int32"))
+        return KVCache([ops.take(cache, indices, axis=0) for cache in self.caches], self.index)
 
 
 class FullPredictor:
@@ -479,6 +517,7 @@ class CachedPredictor:
         self.max_length = int(max_length)
         self.model = transformer.build_cache_model(self.max_length)
         self.cache_shapes = transformer.cache_shapes(self.max_length)
+        self.step = self.model.make_step_function()
 
     def __call__(self, inputs, output_ids, states=None):
         output_ids = np.asarray(output_ids, dtype="int32")
@@ -487,7 +526,7 @@ class CachedPredictor:
         batch_size, chunk_len = chunk[-1].shape[0], chunk[-1].shape[1]
         if first:
             dtype = keras.config.dtype_policy().compute_dtype
-            caches = [np.zeros((batch_size,) + shape, dtype) for shape in self.cache_shapes]
+            caches = [ops.zeros((batch_size,) + shape, dtype) for shape in self.cache_shapes]
             index = 0
         else:
             caches, index = states.caches, states.index
@@ -497,9 +536,9 @@ class CachedPredictor:
                 f"{self.max_length}; build the predictor with a larger max_length."
             )
         position = np.full((batch_size,), index, "int32")
-        outputs = self.model.predict_on_batch(chunk + [position] + list(caches))
-        probas, caches = outputs[0], outputs[1:]
-        return np.asarray(probas)[:, -1], KVCache([np.asarray(c) for c in caches], index + chunk_len)
+        inputs = [ops.convert_to_tensor(x) for x in chunk + [position]]
+        outputs = self.step(inputs + list(caches))
+        return ops.convert_to_numpy(outputs[0]), KVCache(list(outputs[1:]), index + chunk_len)
 
 
 class BERT(Transformer):
