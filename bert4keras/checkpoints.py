@@ -110,7 +110,8 @@ class CheckpointReader:
     Raises:
         FileNotFoundError: nothing readable at ``path``.
         ValueError: a pickle-based file without ``allow_pickle=True`` (the message names the
-            file and the opt-in), or a file that cannot be parsed (named).
+            file and the opt-in), a directory with several pickle files and no
+            ``pytorch_model.bin`` (sharded: not supported), or a file that cannot be parsed (named).
         ImportError: ``allow_pickle=True`` on a pickle file but PyTorch is not installed.
     """
 
@@ -169,7 +170,7 @@ class CheckpointReader:
                 if allow_pickle and len(preferred) == 1:
                     return os.path.join(path, preferred[0]), "pickle"
                 if allow_pickle:
-                    raise FileNotFoundError(
+                    raise ValueError(
                         f"Checkpoint directory '{path}' holds several pickle files {pickles}; "
                         "pass the file to load."
                     )

@@ -386,6 +386,24 @@ def test_pickle_opt_in_matches_safetensors(tiny_bert_dirs):
     np.testing.assert_allclose(seq[mask == 1], ref.last_hidden_state.numpy()[mask == 1], atol=1e-5)
 
 
+def test_pickle_directory_choices(tmp_path, tiny_bert_dirs):
+    from bert4keras.checkpoints import CheckpointReader
+
+    for name in ("model-00001-of-00002.bin", "model-00002-of-00002.bin"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(ValueError, match=r"holds several pickle files \['model-00001-of-00002\.bin', "
+                                         r"'model-00002-of-00002\.bin'\]; pass the file to load"):
+        CheckpointReader(str(tmp_path), allow_pickle=True)
+    # safetensors wins over a pickle beside it, with or without the opt-in
+    both = tmp_path / "both"
+    both.mkdir()
+    with open(os.path.join(tiny_bert_dirs[0], "model.safetensors"), "rb") as f:
+        (both / "model.safetensors").write_bytes(f.read())
+    (both / "pytorch_model.bin").write_bytes(b"never read")
+    reader = CheckpointReader(str(both), allow_pickle=True)
+    assert reader.path.endswith("model.safetensors") and reader.format == "hf"
+
+
 class _Evil:
     def __init__(self, marker):
         self.marker = marker
@@ -405,7 +423,7 @@ def test_pickle_opt_in_still_refuses_code(tmp_path, tiny_kwargs):
         build_transformer_model(None, path, allow_pickle=True, **tiny_kwargs)
     assert not os.path.exists(marker)
     with open(path, "wb") as f:  # a plain pickle of a list, not a state dict
-        pickle.dump([1, 2], f)
+        pickle.dump([1, 2], f, protocol=2)
     with pytest.raises(ValueError, match=r"'.*evil\.bin'"):
         build_transformer_model(None, path, allow_pickle=True, **tiny_kwargs)
 
@@ -448,6 +466,8 @@ def test_no_lambda_layers_and_safe_mode_load(tmp_path, tiny_kwargs, model):
 
     lambdas = [layer.name for layer in all_layers(built) if isinstance(layer, keras.layers.Lambda)]
     assert not lambdas
+    if model in ("nezha", "roformer", "electra"):
+        return  # BERT's graph with other position layers; their reload is in tests/test_round_trips.py
     path = str(tmp_path / "model.keras")
     built.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
