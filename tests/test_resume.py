@@ -1,0 +1,85 @@
+"""examples/task_sentiment_sst2.py killed with SIGKILL mid-epoch and re-run with --resume ends
+with the same weights (and optimizer state) as an uninterrupted run.
+
+Tiny settings (``--tiny``: random 2-layer BERT, 256 training phrases, 2 epochs of 16 steps,
+a backup every 8 steps). The example runs three times (uninterrupted, killed, resumed), tens
+of seconds on a loaded machine, so this runs under KERAS_BACKEND=tensorflow only; set
+BERT4KERAS_RESUME_ALL_BACKENDS=1 to run it on jax and torch too (it passes there as well).
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLE = os.path.join(REPO, "examples", "task_sentiment_sst2.py")
+TINY = ["--tiny", "--train-size", "256", "--batch-size", "16", "--epochs", "2", "--maxlen", "32",
+        "--valid-size", "0", "--test-size", "32", "--backup-steps", "8", "--seed", "7"]
+STEPS = 2 * 256 // 16
+BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
+
+pytestmark = pytest.mark.skipif(
+    BACKEND != "tensorflow" and not os.environ.get("BERT4KERAS_RESUME_ALL_BACKENDS"),
+    reason="three runs of the example: on tensorflow only by default (BERT4KERAS_RESUME_ALL_BACKENDS=1 for all)",
+)
+
+
+def command(*args):
+    return [sys.executable, EXAMPLE, *TINY, *args]
+
+
+def environment():
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND=BACKEND)
+
+
+def run(*args):
+    result = subprocess.run(command(*args), env=environment(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"example failed ({args}):\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def h5_arrays(path):
+    import h5py
+
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def test_killed_and_resumed_run_matches_uninterrupted_run(tmp_path):
+    a_weights, b_weights = str(tmp_path / "a.weights.h5"), str(tmp_path / "b.weights.h5")
+    run("--backup-dir", str(tmp_path / "backup_a"), "--save-weights", a_weights)
+    assert not os.path.exists(tmp_path / "backup_a"), "a finished run should remove its backup"
+
+    backup = tmp_path / "backup_b"
+    proc = subprocess.Popen(command("--backup-dir", str(backup), "--save-weights", b_weights), env=environment(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 500
+        while not (backup / "training_metadata.json").exists():
+            assert proc.poll() is None, f"the run ended before its first backup:\n{proc.stderr.read()[-3000:]}"
+            assert time.time() < deadline, "no backup within 500 s"
+            time.sleep(0.05)
+        time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not os.path.exists(b_weights), "the run was killed too late: it had finished"
+
+    out = run("--backup-dir", str(backup), "--resume", "--save-weights", b_weights)
+    match = re.search(r"resumed from .* at step (\d+)", out)
+    assert match, f"the re-run did not resume:\n{out[-2000:]}"
+    assert 0 < int(match.group(1)) < STEPS
+
+    a, b = h5_arrays(a_weights), h5_arrays(b_weights)
+    assert sorted(a) == sorted(b)
+    assert len(a) > 20
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=0, atol=1e-6, err_msg=name)
