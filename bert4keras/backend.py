@@ -14,6 +14,16 @@ from keras import ops
 MASK_VALUE = -1e12
 
 
+def mask_value(dtype):
+    """`MASK_VALUE` as a finite number of ``dtype``: -1e12 for float32/bfloat16, and for float16
+    (largest finite 65504, so -1e12 would become -inf and a fully masked softmax row NaN) half
+    its most negative value, -32752, leaving room to add a logit without overflowing. float."""
+    dtype = keras.backend.standardize_dtype(dtype)
+    if dtype == "float16":
+        return -65504.0 / 2
+    return MASK_VALUE
+
+
 @keras.saving.register_keras_serializable(package="bert4keras")
 def gelu_erf(x):
     """GELU, exact form ``x * Phi(x)`` (Hendrycks & Gimpel 2016); Google BERT's ``gelu``."""
@@ -169,7 +179,8 @@ def sequence_masking(x, mask, value=0.0, axis=1):
         x: tensor ``(batch_size, ..., seq_len at axis, ...)``.
         mask: None (returns x) or ``(batch_size, seq_len)``; nonzero / True marks real tokens,
             so 0-padded token_ids can be passed as they are.
-        value: float, or ``'-inf'`` / ``'inf'`` for ``-/+ 1e12`` (bert4keras's infinity).
+        value: float, or ``'-inf'`` / ``'inf'`` for ``-/+ 1e12`` (bert4keras's infinity; finite
+            in x's dtype, see `mask_value`).
         axis: int, the sequence axis of ``x`` (>= 1; negative counts from the end).
     Returns:
         A tensor of x's shape and dtype.
@@ -180,9 +191,9 @@ def sequence_masking(x, mask, value=0.0, axis=1):
     if mask is None:
         return x
     if value == "-inf":
-        value = MASK_VALUE
+        value = mask_value(x.dtype)
     elif value == "inf":
-        value = -MASK_VALUE
+        value = -mask_value(x.dtype)
     ndim = len(x.shape)
     axis = axis + ndim if axis < 0 else axis
     if axis <= 0:

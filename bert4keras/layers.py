@@ -14,6 +14,7 @@ from bert4keras.backend import (
     MASK_VALUE,
     apply_rotary_position_embeddings,
     get_activation,
+    mask_value,
     sinusoidal_embeddings,
     t5_relative_position_buckets,
 )
@@ -242,6 +243,12 @@ class LayerNormalization(keras.layers.Layer):
                 cond = ops.expand_dims(cond, 1)
             cond = ops.cast(cond, "float32")
         x = ops.cast(inputs, "float32")
+        if not self.conditional and self.zero_mean and self.unit_variance:
+            # Plain LayerNorm: the backend's fused kernel where it has one (torch's layer_norm).
+            gamma = ops.cast(self.gamma, "float32") if self.scale else None
+            beta = ops.cast(self.beta, "float32") if self.center else None
+            x = ops.layer_normalization(x, gamma=gamma, beta=beta, axis=-1, epsilon=self.epsilon)
+            return ops.cast(x, self.compute_dtype)
         if self.zero_mean:
             x = x - ops.mean(x, axis=-1, keepdims=True)
         if self.unit_variance:
@@ -379,27 +386,38 @@ class MultiHeadAttention(keras.layers.Layer):
             kw, vw = cache[:, 0], cache[:, 1]
         scale = 1.0 / math.sqrt(self.key_size) if self.attention_scale else 1.0
         is_bool = mask is not None and "bool" in str(mask.dtype)
-        bias = None if is_bool or mask is None else ops.cast(mask, "float32")
+        bias = None
+        if mask is not None and not is_bool:  # an additive mask may arrive autocast to float16: -1e12 -> -inf
+            bias = ops.maximum(ops.cast(mask, "float32"), MASK_VALUE)
         if p_bias == "t5_relative":
             t5_bias = ops.expand_dims(ops.transpose(ops.cast(position, "float32"), (2, 0, 1)), 0)
             bias = t5_bias if bias is None else bias + t5_bias
 
+        dtype = keras.backend.standardize_dtype(qw.dtype)
         fused = (
             not self.return_attention_scores
             and self.key_size == self.head_size
             and p_bias != "typical_relative"
             and not (training and self.attention_dropout > 0)
+            # JAX's fused attention asks XLA for float16 x float16 -> float32 products, which
+            # its CPU backend rejects ("precision 'F16_F16_F32' is not supported").
+            and not (dtype == "float16" and keras.backend.backend() == "jax")
         )
         if fused:
-            if is_bool and bias is not None:  # some backends take a mask or a bias, not both
-                bias = ops.where(mask, bias, MASK_VALUE)
+            # Some backends take a mask or a bias, not both; in half precision the backends'
+            # own handling of a fully masked row (all -inf) gives NaN, so masks become a
+            # finite additive bias there.
+            if is_bool and (bias is not None or dtype in ("float16", "bfloat16")):
+                bias = ops.where(mask, 0.0 if bias is None else bias, MASK_VALUE)
                 is_bool = False
+            if bias is not None:
+                bias = ops.cast(ops.maximum(bias, mask_value(dtype)), qw.dtype)
             o = ops.dot_product_attention(
                 qw,
                 kw,
                 vw,
                 mask=mask if is_bool else None,
-                bias=None if bias is None else ops.cast(bias, qw.dtype),
+                bias=bias,
                 scale=scale,
             )
             scores = None
