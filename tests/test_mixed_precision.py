@@ -1,6 +1,6 @@
 """Mixed precision (``mixed_float16``, ``mixed_bfloat16``) on the current Keras backend.
 
-Under each policy, tiny BERT (+MLM), GPT-2, T5 v1.1 and GlobalPointer / CRF heads: outputs
+Under each policy, tiny BERT (+MLM), T5 v1.1 and GlobalPointer / CRF heads: outputs
 within tolerance of the float32 model with the same weights (float16 relative 5e-3,
 bfloat16 2e-2, relative to the largest float32 logit; 2.5x for T5's deeper stack), masked logits finite and far below
 the rest, a few training steps with finite losses (``compile`` wraps the optimizer in a
@@ -94,7 +94,7 @@ def builders(tmp_path):
     return {"bert_mlm": bert, "gpt2": gpt2, "t5.1.1": t5}
 
 
-MODELS = ["bert_mlm", "gpt2", "t5.1.1"]
+MODELS = ["bert_mlm", "t5.1.1"]  # GPT-2 shares BERT's float32 LayerNorm/softmax paths; left out to save CI time
 
 
 @pytest.mark.parametrize("name", MODELS)
