@@ -73,6 +73,12 @@ def collect_stored(pairs):
     for var, value in pairs:
         value = var.to_stored(value)
         if var.split is None:
+            if var.name in out and not np.array_equal(out[var.name], value):
+                raise ValueError(
+                    f"Cannot write '{var.name}': several weights map to this one checkpoint "
+                    "variable and their values differ (e.g. albert_unshared's blocks after "
+                    "fine-tuning; the ALBERT format holds one shared block)."
+                )
             out[var.name] = value
         else:
             index, count = var.split

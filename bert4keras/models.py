@@ -244,20 +244,27 @@ class Transformer:
         shape = (2, int(max_length), self.num_attention_heads, self.attention_head_size)
         return [shape] * self.num_hidden_layers
 
-    def run_cached(self, chunk, index, caches, max_length):
-        """Run the builder's graph eagerly on a chunk of tokens with KV caches (see `CacheModel`)."""
+    def call_builder(self, inputs):
+        """Run the builder's graph again on other ``inputs`` (symbolic or eager tensors, as
+        `get_inputs`), reusing every layer (and weight); returns the final output."""
         saved = (self.attention_mask, self.position_bias, getattr(self, "inputs", None))
-        self._cache = {"index": index, "length": int(max_length), "caches": list(caches), "outputs": []}
         try:
             self.position_bias = None
-            self.inputs = list(chunk)
+            self.inputs = list(inputs)
             self.attention_mask = self.compute_attention_mask(self.inputs)
             x = self.apply_embeddings(self.inputs)
             for i in range(self.num_hidden_layers):
                 x = self.apply_main_layers(x, i)
-            return [self.apply_final_layers(x)] + self._cache["outputs"]
+            return self.apply_final_layers(x)
         finally:
             self.attention_mask, self.position_bias, self.inputs = saved
+
+    def run_cached(self, chunk, index, caches, max_length):
+        """Run the builder's graph eagerly on a chunk of tokens with KV caches (see `CacheModel`)."""
+        self._cache = {"index": index, "length": int(max_length), "caches": list(caches), "outputs": []}
+        try:
+            return [self.call_builder(chunk)] + self._cache["outputs"]
+        finally:
             self._cache = None
 
     def build_cache_model(self, max_length):
@@ -1651,7 +1658,10 @@ class T5(T5_Base):
         self._decoder.build()
         self.encoder, self.decoder = self._encoder.model, self._decoder.model
         self.inputs = self.encoder.inputs + self.decoder.inputs[1:]
-        self.outputs = [self.decoder(self.encoder.outputs + self.decoder.inputs[1:])]
+        # One flat graph (the decoder's layers called again on the encoder's output), not the
+        # decoder model nested: Keras reloads a layer shared between a nested model and its
+        # parent (Embedding-Token) with its call nodes mixed up.
+        self.outputs = [self._decoder.call_builder(self.encoder.outputs + self.decoder.inputs[1:])]
         self.model = keras.Model(self.inputs, self.outputs[0], name=self.name)
         self.built = True
 

@@ -9,8 +9,10 @@
   ``test_models.py`` (bert on MiniLM); here it is added for the families missing there:
   roberta and albert_unshared (and bert with every head: pool, NSP, MLM).
 
-Two known bugs are recorded as strict xfails (they pass once fixed in models.py): T5 .keras
-reload (a layer shared with a nested model) and albert_unshared exporting differing blocks.
+Two bugs found here are fixed and kept as regressions: T5's .keras reload (its decoder was a
+nested model sharing Embedding-Token with the parent graph; now one flat graph) and
+albert_unshared exporting differing blocks under ALBERT's single shared-block names (now a
+ValueError naming the variable).
 
 Weights are overwritten with large random values before saving, so a weight that is not
 restored (left at its initialiser) changes the outputs far beyond the tolerance.
@@ -107,12 +109,7 @@ def build(tmp_path, family, checkpoint=None):
                                    return_keras_model=False, **kwargs)
 
 
-T5_NESTED_SHARED = pytest.mark.xfail(strict=True, reason=(
-    "Known bug: T5's full model calls the shared 'Embedding-Token' layer both directly (encoder) and "
-    "inside the nested 'Decoder' model; Keras 3 numbers a shared layer's call nodes in load order, so "
-    "after load_model the encoder's node index 0 points at the decoder's embedding call (the encoder "
-    "reads the decoder ids). Needs a flat (un-nested) T5 graph in models.py."))
-KERAS_FAMILIES = [pytest.param(f, marks=T5_NESTED_SHARED) if f.startswith("t5") else f for f in FAMILIES]
+KERAS_FAMILIES = list(FAMILIES)
 
 
 @pytest.mark.parametrize("family", KERAS_FAMILIES)
@@ -137,18 +134,12 @@ def tie_blocks(model):
             layer.set_weights(model.get_layer(f"Transformer-0-{parts[2]}").get_weights())
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "Known bug: albert_unshared.save_weights_as_checkpoint writes ALBERT's single shared block and "
-    "silently drops the other blocks when they differ (e.g. after fine-tuning); it should raise."))
 def test_albert_unshared_export_refuses_differing_blocks(tmp_path):
     builder = build(tmp_path, "albert_unshared")
     randomize(builder.model, seed=5)
     prefix = str(tmp_path / "ckpt" / "model.ckpt")
-    try:
+    with pytest.raises(ValueError, match="Cannot write 'bert/encoder/transformer/group_0/.*values differ"):
         builder.save_weights_as_checkpoint(prefix)
-    except ValueError:
-        return
-    raise AssertionError("differing blocks were exported without an error")
 
 
 @pytest.mark.parametrize("family", EXPORT_ONLY_HERE)
