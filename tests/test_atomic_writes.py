@@ -1,7 +1,7 @@
 """A writer killed with SIGKILL mid-save never leaves a partial checkpoint.
 
 A subprocess builds a small BERT, saves it once with `save_weights_as_checkpoint` (values V0,
-read back by the test), then keeps saving to the same prefix with every weight set to
+read back by the test while the writer waits), then keeps saving to the same prefix with every weight set to
 ``V0 + k`` for k = 1, 2, ... . The test kills it at varied moments, several times in a row on
 the same prefix (so leftovers of one kill meet the next writer), and after each kill asserts
 that the checkpoint at the prefix loads and equals ``V0 + k`` for one k: the old or a new
@@ -41,6 +41,7 @@ builder = build_transformer_model(
 weights = builder.model.get_weights()
 builder.save_weights_as_checkpoint(prefix)
 print("READY", flush=True)
+sys.stdin.readline()  # the test reads V0 first
 k = 0
 while True:
     k += 1
@@ -73,14 +74,16 @@ def test_sigkill_during_repeated_saves_leaves_old_or_new_checkpoint(tmp_path):
     rng = np.random.default_rng(0)
     base, seen = None, []
     for round_ in range(5):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, prefix], stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, env=env, text=True)
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, prefix], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
         try:
             line = proc.stdout.readline()
             assert line.strip() == "READY", f"writer did not start (round {round_}): {line!r}"
             if base is None:
                 base = read_all(prefix)  # V0: the first complete save
             assert offset_of(read_all(prefix), base) == 0
+            proc.stdin.write("GO\n")
+            proc.stdin.flush()
             time.sleep(float(rng.uniform(0.05, 1.2)))
         finally:
             os.kill(proc.pid, signal.SIGKILL)

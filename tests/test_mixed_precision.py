@@ -2,7 +2,7 @@
 
 Under each policy, tiny BERT (+MLM), T5 v1.1 and GlobalPointer / CRF heads: outputs
 within tolerance of the float32 model with the same weights (float16 relative 5e-3,
-bfloat16 2e-2, relative to the largest float32 logit; 2.5x for T5's deeper stack), masked logits finite and far below
+bfloat16 2e-2, relative to the largest float32 logit; 4x for T5, whose error varies more with the weights), masked logits finite and far below
 the rest, a few training steps with finite losses (``compile`` wraps the optimizer in a
 ``LossScaleOptimizer`` under ``mixed_float16``), variables kept in float32, and ``.keras`` /
 official-checkpoint round trips giving identical outputs.
@@ -106,8 +106,9 @@ def test_logits_match_float32_and_checkpoint_round_trip(policy, name, tmp_path):
     inputs = inputs_for(model)
     got = outputs_of(model, inputs)
     # T5 runs twice as many blocks (encoder + decoder with cross-attention) with unscaled
-    # attention logits: its rounding error is about 2.5x BERT's / GPT-2's, hence 2.5x the tolerance.
-    assert_close_to_float32(got, outputs_of(reference, inputs), policy, name, factor=2.5 if name == "t5.1.1" else 1)
+    # attention logits, so its error depends much more on the random weights: over 8 draws,
+    # float16 0.0015-0.014 and bfloat16 0.017-0.059 (BERT: 0.0015 and 0.011 on every draw).
+    assert_close_to_float32(got, outputs_of(reference, inputs), policy, name, factor=4 if name == "t5.1.1" else 1)
 
     if name == "bert_mlm":  # official checkpoint export -> import, under the mixed policy
         prefix = str(tmp_path / "ckpt" / "model.ckpt")
