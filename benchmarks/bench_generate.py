@@ -25,14 +25,11 @@ import os
 import statistics
 import tempfile
 import time
-import warnings
 
 import numpy as np
 
 import keras
 
-# FullPredictor hands a one-input model a list of one array; Keras accepts it with a warning per call.
-warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
 
 PROMPT_LEN = 16
 NEW_TOKENS = 128

@@ -452,7 +452,8 @@ class CacheModel(keras.Model):
         if backend == "tensorflow":
             import tensorflow as tf
 
-            return tf.function(lambda inputs: self(inputs), jit_compile=True)
+            # Plain Python over the layers, nothing for AutoGraph to convert.
+            return tf.function(self.__call__, jit_compile=True, autograph=False)
         if backend == "jax":
             import jax
 
@@ -503,7 +504,7 @@ class FullPredictor:
 
     def __call__(self, inputs, output_ids, states=None):
         chunk = self.transformer.chunk_inputs(inputs, output_ids, first=True)
-        outputs = self.transformer.model.predict_on_batch(chunk)
+        outputs = self.transformer.model.predict_on_batch(chunk[0] if len(chunk) == 1 else chunk)
         return np.asarray(outputs)[:, -1], states
 
 
