@@ -2,7 +2,7 @@
 
 Under each policy, tiny BERT (+MLM), T5 v1.1 and GlobalPointer / CRF heads: outputs
 within tolerance of the float32 model with the same weights (float16 relative 5e-3,
-bfloat16 2e-2, relative to the largest float32 logit; 4x for T5, whose error varies more with the weights), masked logits finite and far below
+bfloat16 2e-2, relative to the largest float32 logit; 1.5x for T5's deeper stack), masked logits finite and far below
 the rest, a few training steps with finite losses (``compile`` wraps the optimizer in a
 ``LossScaleOptimizer`` under ``mixed_float16``), variables kept in float32, and ``.keras`` /
 official-checkpoint round trips giving identical outputs.
@@ -51,13 +51,13 @@ def config_file(tmp_path, family):
     return str(path)
 
 
-def moderate_weights(model, seed):
+def moderate_weights(model, seed, std=0.2):
     """Random weights a little larger than the default init (std 0.2; LayerNorm ~1), so that
     attention is not uniform and rounding shows."""
     rng = np.random.default_rng(seed)
     values = []
     for w in model.weights:
-        v = rng.normal(0.0, 0.2, tuple(w.shape))
+        v = rng.normal(0.0, std, tuple(w.shape))
         if "gamma" in w.path or "scale" in w.path:
             v = 1.0 + 0.5 * v
         values.append(v.astype("float32"))
@@ -100,15 +100,16 @@ def test_logits_match_float32_and_checkpoint_round_trip(policy, name, tmp_path):
     model = mixed.model
     check_float32_variables(model)
     assert model.outputs[0].dtype in ("float32", COMPUTE[policy])
-    moderate_weights(model, seed=len(name))
+    # (std 0.2 makes T5's unscaled attention so sharp that its error varies 5x between draws)
+    moderate_weights(model, seed=len(name), std=0.1 if name == "t5.1.1" else 0.2)
     reference = in_float32(build).model
     reference.set_weights(model.get_weights())
     inputs = inputs_for(model)
     got = outputs_of(model, inputs)
     # T5 runs twice as many blocks (encoder + decoder with cross-attention) with unscaled
-    # attention logits, so its error depends much more on the random weights: over 8 draws,
-    # float16 0.0015-0.014 and bfloat16 0.017-0.059 (BERT: 0.0015 and 0.011 on every draw).
-    assert_close_to_float32(got, outputs_of(reference, inputs), policy, name, factor=4 if name == "t5.1.1" else 1)
+    # attention logits; with std-0.1 weights its error over 8 draws is float16 <= 0.003 and
+    # bfloat16 <= 0.018 (BERT, std 0.2: 0.0015 and 0.011), hence 1.5x the tolerance.
+    assert_close_to_float32(got, outputs_of(reference, inputs), policy, name, factor=1.5 if name == "t5.1.1" else 1)
 
     if name == "bert_mlm":  # official checkpoint export -> import, under the mixed policy
         prefix = str(tmp_path / "ckpt" / "model.ckpt")
