@@ -5,8 +5,10 @@ Tiny settings (``--tiny``: random 2-layer BERT, 256 training phrases, 2 epochs o
 a backup every 8 steps). The example runs three times (uninterrupted, killed, resumed), about
 a minute, so this runs under KERAS_BACKEND=tensorflow only; BERT4KERAS_RESUME_ALL_BACKENDS=1
 runs it on jax (passes: identical weights) and torch too, where it fails today: the resumed
-weights differ by ~4e-5 (dropout masks after the restore are not the uninterrupted run's,
-although the seed-generator states are restored; not investigated further).
+weights differ by ~4e-5. Two uninterrupted torch runs are identical; Keras's torch Dropout
+without an explicit seed draws from torch's global generator, which the backup does not hold
+(saving and restoring ``torch.get_rng_state()`` at the first resumed step was tried and was
+not enough, so the remaining cause is open).
 """
 
 import os
