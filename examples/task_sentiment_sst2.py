@@ -66,6 +66,9 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true",
                    help="continue from the backup in --backup-dir if there is one (else start afresh)")
     p.add_argument("--save-weights", help="write the final model weights (and optimizer state) to this .weights.h5")
+    p.add_argument("--dtype-policy", default="float32", choices=["float32", "mixed_bfloat16", "mixed_float16"],
+                   help="Keras dtype policy: mixed_* computes in 16 bits with float32 weights (and float32 "
+                        "softmax/LayerNorm); mixed_float16 adds loss scaling")
     args = p.parse_args(argv)
     if args.resume and not args.backup_dir:
         p.error("--resume needs --backup-dir")
@@ -231,6 +234,7 @@ class Backup(keras.callbacks.BackupAndRestore):
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
+    keras.config.set_dtype_policy(args.dtype_policy)
     keras.utils.set_random_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     config_path, checkpoint_path, vocab_path, do_lower_case = resolve_model(args)
@@ -307,7 +311,7 @@ def main(argv=None):
 
     print(
         f"SST-2 test accuracy: {test_accuracy:.4f} ({len(test_data)} sentences) | wall time: {wall:.0f}s | "
-        f"backend: {keras.backend.backend()}"
+        f"backend: {keras.backend.backend()} | dtype policy: {args.dtype_policy}"
     )
     print(
         f"settings: model={checkpoint_path} train_size={len(train_data)} epochs={args.epochs} "
