@@ -461,9 +461,13 @@ class CacheModel(keras.Model):
             def step(trainable, non_trainable, inputs):
                 return self.stateless_call(trainable, non_trainable, inputs, return_losses=False)[0]
 
+            # The variable lists are gathered once (walking the layers is per-step overhead);
+            # their current values are read at every step.
+            trainable_variables, non_trainable_variables = self.trainable_variables, self.non_trainable_variables
+
             def run(inputs):
-                trainable = [v.value for v in self.trainable_variables]
-                non_trainable = [v.value for v in self.non_trainable_variables]
+                trainable = [v.value for v in trainable_variables]
+                non_trainable = [v.value for v in non_trainable_variables]
                 return step(trainable, non_trainable, inputs)
 
             return run
