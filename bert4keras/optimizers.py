@@ -555,7 +555,69 @@ def extend_with_gradient_accumulation(BaseOptimizer):
             config.pop("gradient_accumulation_steps", None)
             return {**config, "grad_accum_steps": self.grad_accum_steps}
 
+        def _backend_apply_gradients(self, grads, trainable_variables):
+            if self.gradient_accumulation_steps and _in_tf_replica_context():
+                return _apply_accumulated_in_replica(self, grads, trainable_variables)
+            return super()._backend_apply_gradients(grads, trainable_variables)
+
     return NewOptimizer
+
+
+def _in_tf_replica_context():
+    """True inside `strategy.run` of a (non-default) tf.distribute strategy, e.g. `fit` under
+    `MirroredStrategy().scope()`."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context() is False
+
+
+def _apply_accumulated_in_replica(optimizer, grads, trainable_variables):
+    """Keras' gradient accumulation, rearranged for tf.distribute replicas.
+
+    Keras puts the cross-replica update (an all-reduce, then `merge_call`) inside `ops.cond`, which
+    tf.distribute refuses ("`merge_call` called while defining a new graph", keras-team/keras#20582).
+    Here the gradients are all-reduced on every call, outside any branch, and the branch moves into
+    the per-variable update that runs on each device: the same arithmetic as Keras' path (mean of
+    the k gradients, clipping, Keras' `weight_decay`, then `update_step`), one synchronisation point.
+    """
+    import tensorflow as tf
+
+    if optimizer.use_ema:
+        raise ValueError(
+            f"{type(optimizer).__name__}: Keras' use_ema=True together with gradient accumulation is not "
+            "supported under a tf.distribute strategy; use extend_with_exponential_moving_average instead"
+        )
+    grads = [g for g, _ in optimizer._all_reduce_sum_gradients(zip(grads, trainable_variables))]
+    steps = optimizer.gradient_accumulation_steps
+    accumulators = [optimizer._accumulated_gradients[optimizer._get_variable_index(v)] for v in trainable_variables]
+    means = optimizer._clip_gradients([(g + ops.convert_to_tensor(a)) / steps for g, a in zip(grads, accumulators)])
+    is_update_step = tf.equal((optimizer._iterations + 1) % steps, 0)
+    variables = [v.value if isinstance(v, keras.Variable) else v for v in trainable_variables]
+
+    def update(variable, grad, mean, is_update_step):
+        accumulator = optimizer._accumulated_gradients[optimizer._get_variable_index(variable)]
+
+        def apply():
+            if optimizer.weight_decay is not None and optimizer._use_weight_decay(variable):
+                lr = tf.cast(optimizer.learning_rate, variable.dtype)
+                variable.assign_sub(variable * tf.cast(optimizer.weight_decay, variable.dtype) * lr)
+            optimizer.update_step(mean, variable, optimizer.learning_rate)
+            accumulator.assign(tf.zeros_like(accumulator))
+
+        def accumulate():
+            accumulator.assign_add(grad)
+
+        tf.cond(is_update_step, apply, accumulate)
+
+    def merge(distribution, grads, means, is_update_step):
+        for variable, grad, mean in zip(variables, grads, means):
+            distribution.extended.update(variable, update, args=(grad, mean, is_update_step), group=False)
+
+    tf.__internal__.distribute.interim.maybe_merge_call(
+        merge, optimizer._distribution_strategy, grads, means, is_update_step
+    )
 
 
 @_extension("Lookahead")
