@@ -149,6 +149,248 @@ def text_segmentate(text, maxlen, seps='\n', strips=None):
     return [text]
 
 
+# ------------------------------------------------------------------ parallel map (processes or threads)
+
+
+def _parallel_worker(func, in_queue, out_queue, seed, pickled):
+    """Worker loop: take (index, item), put (index, ok, result or error); stop on None.
+
+    With `pickled`, items arrive and results leave as pickle bytes, so an unpicklable
+    result fails here, with its index, instead of silently in the queue's feeder thread.
+    """
+    import pickle
+    import traceback
+
+    if seed is not None:
+        np.random.seed(seed)
+    while True:
+        message = in_queue.get()
+        if message is None:
+            return
+        index, item = pickle.loads(message) if pickled else message
+        try:
+            reply = (index, True, func(item))
+            if pickled:
+                reply = pickle.dumps(reply)
+        except Exception as e:
+            reply = (index, False, (e, traceback.format_exc()))
+            if pickled:
+                try:  # the exception travels only if it survives the round trip
+                    pickle.loads(pickle.dumps(e))
+                except Exception:
+                    reply = (index, False, (None, '%s: %s\n%s' % (type(e).__name__, e, reply[2][1])))
+                reply = pickle.dumps(reply)
+        out_queue.put(reply)
+
+
+def _parallel_seeds(random_seeds, workers):
+    """One seed (or None: leave the RNG alone) per worker; see `parallel_apply_generator`."""
+    if random_seeds is True:
+        import random
+
+        return random.SystemRandom().sample(range(2**32), workers)
+    if random_seeds is False or random_seeds is None:
+        return [None] * workers
+    if is_string(random_seeds) or not hasattr(random_seeds, '__len__'):
+        raise TypeError(
+            'random_seeds must be True, False or a list of ints, got %s' % type(random_seeds).__name__
+        )
+    if len(random_seeds) < workers:
+        raise ValueError('random_seeds has %d seeds for %d workers' % (len(random_seeds), workers))
+    seeds = list(random_seeds)[:workers]
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+            raise ValueError('random_seeds must hold ints in [0, 2**32), got %r' % (seed,))
+    return [int(seed) for seed in seeds]
+
+
+def _parallel_iter(func, iterable, workers, max_queue_size, dummy, seeds):
+    """The generator behind `parallel_apply_generator`; starts the workers on first `next`."""
+    import pickle
+    import queue
+
+    if dummy:
+        in_queue, out_queue = queue.SimpleQueue(), queue.Queue()
+        procs = [
+            threading.Thread(target=_parallel_worker, args=(func, in_queue, out_queue, None, False), daemon=True)
+            for _ in seeds
+        ]
+    else:
+        import multiprocessing
+
+        # 'fork' lets `func` be a closure or lambda, as in bert4keras; elsewhere it must pickle.
+        if 'fork' in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context('fork')
+        else:
+            context = multiprocessing.get_context()
+        # Input: synchronous puts (no feeder thread left blocked on a full pipe after an
+        # early stop). Output: a Queue, whose feeder thread keeps a worker from blocking
+        # on a full pipe while the caller is itself blocked sending it input.
+        in_queue, out_queue = context.SimpleQueue(), context.Queue()
+        procs = [
+            context.Process(target=_parallel_worker, args=(func, in_queue, out_queue, seed, True), daemon=True)
+            for seed in seeds
+        ]
+
+    def receive(block):
+        while True:
+            try:
+                reply = out_queue.get(timeout=0.1) if block else out_queue.get_nowait()
+                break
+            except queue.Empty:
+                dead = [p for p in procs if not p.is_alive()]
+                if dead:
+                    raise RuntimeError(
+                        'parallel_apply: worker %s died (exitcode %s) while items were pending'
+                        % (dead[0].name, getattr(dead[0], 'exitcode', None))
+                    )
+                if not block:
+                    return None
+        index, ok, value = reply if dummy else pickle.loads(reply)
+        if not ok:
+            error, worker_traceback = value
+            detail = '' if dummy else '\n\nWorker traceback:\n%s' % worker_traceback
+            raise RuntimeError(
+                'parallel_apply: func raised on item %d of iterable: %s%s'
+                % (index, worker_traceback.strip().splitlines()[-1], detail)
+            ) from error
+        return index, value
+
+    for p in procs:
+        p.start()
+    try:
+        in_count = out_count = 0
+        for index, item in enumerate(iterable):
+            # At most max_queue_size items wait in the queue and one per worker is in hand.
+            while in_count - out_count >= max_queue_size + workers:
+                yield receive(block=True)
+                out_count += 1
+            message = (index, item)
+            if not dummy:
+                try:
+                    message = pickle.dumps(message)
+                except Exception as e:
+                    raise TypeError(
+                        'parallel_apply: item %d of iterable cannot be pickled for a worker process '
+                        '(dummy=True uses threads): %s' % (index, e)
+                    ) from e
+            in_queue.put(message)
+            in_count += 1
+            while in_count > out_count:  # hand on what is ready without waiting
+                result = receive(block=False)
+                if result is None:
+                    break
+                yield result
+                out_count += 1
+        while in_count > out_count:
+            yield receive(block=True)
+            out_count += 1
+    finally:
+        if dummy:  # threads cannot be killed: drop queued items, stop each after its current call
+            while True:
+                try:
+                    in_queue.get_nowait()
+                except queue.Empty:
+                    break
+            for _ in procs:
+                in_queue.put(None)
+            for p in procs:
+                p.join()
+        else:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.join()
+            in_queue.close()
+            out_queue.cancel_join_thread()
+            out_queue.close()
+
+
+def parallel_apply_generator(func, iterable, workers, max_queue_size, dummy=False, random_seeds=True):
+    """Apply `func` to every item of `iterable` in worker processes (or threads); yield as done.
+
+    Results come in completion order, not input order: the generator yields
+    `(index, func(item))` pairs, `index` being the item's position in `iterable`. Items are
+    read from `iterable` only as workers need them: at most `max_queue_size + workers`
+    items are read but not yet yielded, so a long or streamed iterable is never read whole.
+    Workers start at the first `next()`; they are stopped (processes terminated and joined,
+    threads joined after their current call) when the generator ends, raises, or is closed
+    early (`close()`, `break` out of a `for` loop over it, or garbage collection).
+
+    Args:
+        func: callable of one item. With processes it runs in a forked child where the
+            'fork' start method exists (Linux), so closures work; elsewhere `func` must be a
+            picklable top-level function. Items and results must pickle (processes only).
+        iterable: any iterable of items.
+        workers: int >= 1, number of worker processes (threads with `dummy=True`).
+        max_queue_size: int >= 1, items waiting in the input queue.
+        dummy: False for processes (`multiprocessing`), True for threads (as
+            `multiprocessing.dummy`), for functions that release the GIL or do I/O.
+        random_seeds: True (each worker process seeds NumPy's global RNG with its own fresh
+            seed, so forked workers do not repeat the parent's draws), False or None (no
+            seeding), or a sequence of at least `workers` ints in [0, 2**32) (worker `k`
+            calls `np.random.seed(random_seeds[k])`). Threads share the caller's RNG, so with
+            `dummy=True` the seeds are checked but not applied.
+    Returns:
+        generator of `(index, result)` tuples, one per item, in completion order.
+    Raises:
+        ValueError: `workers` or `max_queue_size` is not an int >= 1; `random_seeds` has
+            fewer seeds than workers or a seed outside [0, 2**32).
+        TypeError: `random_seeds` is neither a bool nor a sequence; (while iterating) an
+            item cannot be pickled for a worker process.
+        RuntimeError: (while iterating) `func` raised on some item: the message names the
+            item's index and the error (with the worker's traceback for processes), and
+            the original exception is the `__cause__`; or a worker process died.
+    Source: bert4keras 0.11.x snippets.py `parallel_apply_generator` (Su Jianlin); the
+    error propagation, dead-worker check and cleanup are additions.
+    """
+    for name, value in (('workers', workers), ('max_queue_size', max_queue_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError('%s must be an int >= 1, got %r' % (name, value))
+    seeds = _parallel_seeds(random_seeds, int(workers))
+    return _parallel_iter(func, iterable, int(workers), int(max_queue_size), dummy, seeds)
+
+
+def parallel_apply(
+    func, iterable, workers, max_queue_size, callback=None, dummy=False, random_seeds=True, unordered=True
+):
+    """Apply `func` to every item of `iterable` in worker processes (or threads).
+
+    Args:
+        func, iterable, workers, max_queue_size, dummy, random_seeds: as in
+            `parallel_apply_generator`.
+        callback: None, or a callable called once per result, in the caller's process.
+        unordered: True for completion order; False for input order (with a callback,
+            early results are held until all items before them are done).
+    Returns:
+        with `callback=None`, the list of `func(item)` results (in input order when
+        `unordered=False`); otherwise None.
+    Raises:
+        as `parallel_apply_generator`; an exception of `callback` propagates unchanged.
+        Workers are stopped in all cases.
+    Source: bert4keras 0.11.x snippets.py `parallel_apply` (Su Jianlin).
+    """
+    import contextlib
+
+    generator = parallel_apply_generator(func, iterable, workers, max_queue_size, dummy, random_seeds)
+    with contextlib.closing(generator):
+        if callback is None:
+            if unordered:
+                return [result for _, result in generator]
+            return [result for _, result in sorted(generator, key=lambda pair: pair[0])]
+        if unordered:
+            for _, result in generator:
+                callback(result)
+            return None
+        pending, next_index = {}, 0
+        for index, result in generator:
+            pending[index] = result
+            while next_index in pending:
+                callback(pending.pop(next_index))
+                next_index += 1
+    return None
+
+
 class DataGenerator:
     """Template for batch generators: subclass it and write `__iter__`.
 
