@@ -1,10 +1,12 @@
-"""Training-script utilities: padding, truncation, text splitting, and `DataGenerator`.
+"""Training-script utilities: padding, truncation, text splitting, `DataGenerator`, multiprocess
+map (`parallel_apply`) and a resumable `BackupAndRestore` callback.
 
 NumPy only at import time. `DataGenerator.to_dataset` imports TensorFlow and
 `DataGenerator.to_pydataset` imports Keras, each when called.
 """
 
 import functools
+import os
 import threading
 
 import numpy as np
@@ -1167,3 +1169,79 @@ def get_layer_output(model, name, inputs, node_index=0, return_attention_scores=
     clone.set_weights(layer.get_weights())
     _, scores = clone(*args, **kwargs)
     return keras.ops.convert_to_numpy(scores)
+
+
+def _backup_and_restore_class():
+    import keras
+
+    class BackupAndRestore(keras.callbacks.BackupAndRestore):
+        """`keras.callbacks.BackupAndRestore` that a script restores *before* `fit`, with the
+        random-seed states of the model's layers.
+
+        Keras' callback backs up the weights and optimizer state (every epoch or `save_freq`
+        batches) and, at the start of `fit`, restores them and the epoch. Two things are left for
+        an exact resume: the position in the data within an epoch, and the states of the layers'
+        `SeedGenerator`s (dropout), which weight files leave out. Here `restore(model)` loads the
+        backup before `fit`, so the script can read `model.optimizer.iterations` and position its
+        data stream there (and pass `initial_epoch`), and the seed states are saved beside each
+        backup (the last three kept) and restored with it. `on_train_begin` restores nothing.
+        A killed and resumed run then ends with the weights of an uninterrupted one.
+
+        Args: as `keras.callbacks.BackupAndRestore` (`backup_dir`, `save_freq`,
+        `double_checkpoint`, `delete_checkpoint`).
+        Source: keras.callbacks.BackupAndRestore (Keras 3).
+        """
+
+        def _seed_states(self):
+            return [v for v in self.model.non_trainable_variables if "seed_generator_state" in v.path]
+
+        def _seeds_path(self, step):
+            return os.path.join(self.backup_dir, f"seeds-{step}.npz")
+
+        def _save_model(self):
+            step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+            super()._save_model()  # on JAX this also syncs the variables from the training state
+            states = [keras.ops.convert_to_numpy(v) for v in self._seed_states()]
+            tmp = os.path.join(self.backup_dir, "seeds.tmp.npz")
+            np.savez(tmp, *states)
+            os.replace(tmp, self._seeds_path(step))
+            saved = sorted(int(name[len("seeds-"):-len(".npz")]) for name in os.listdir(self.backup_dir)
+                           if name.startswith("seeds-") and name.endswith(".npz"))
+            for old in saved[:-3]:
+                os.remove(self._seeds_path(old))
+
+        def restore(self, model):
+            """Load the backup into `model` (built and compiled) and its optimizer, if there is one.
+
+            Returns:
+                bool, whether a backup was restored. The step to continue from is then
+                `model.optimizer.iterations`.
+            Raises:
+                FileNotFoundError: the backup has weights but not the seed states of their step.
+            """
+            if not os.path.exists(self._weights_path):
+                return False
+            self.set_model(model)
+            super().on_train_begin()
+            model._initial_epoch = None  # the script passes initial_epoch to fit itself
+            step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+            if not os.path.exists(self._seeds_path(step)):
+                raise FileNotFoundError(f"{self._seeds_path(step)}: the seed states of the backup at step {step}")
+            with np.load(self._seeds_path(step)) as seeds:
+                for i, variable in enumerate(self._seed_states()):
+                    variable.assign(seeds[f"arr_{i}"])
+            return True
+
+        def on_train_begin(self, logs=None):
+            pass
+
+    return BackupAndRestore
+
+
+def __getattr__(name):
+    # `BackupAndRestore` subclasses a Keras callback: Keras is imported when it is first used,
+    # so that importing this module stays NumPy-only.
+    if name == "BackupAndRestore":
+        cls = globals()["BackupAndRestore"] = _backup_and_restore_class()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

