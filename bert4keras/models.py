@@ -1919,3 +1919,38 @@ def build_transformer_model(
     if checkpoint_path is not None:
         transformer.load_weights_from_checkpoint(checkpoint_path, allow_pickle=allow_pickle)
     return transformer.model if return_keras_model else transformer
+
+
+def get_layout_map(device_mesh, model_dim="model"):
+    """A `keras.distribution.LayoutMap` sharding the transformer's large weights over `model_dim`.
+
+    Megatron-style tensor parallelism (Shoeybi et al. 2019): the q/k/v projections and the first
+    feed-forward dense (gated ones too) split their output units, the attention output and the
+    second feed-forward dense their input units, and the token embeddings
+    `(vocab_size, embedding_size)` their embedding dimension; everything else is replicated. The
+    keys are regular expressions matching the whole `variable.path` for every family built here (BERT-likes,
+    GPT, GPT-2, T5 encoder and decoder, self- and cross-attention).
+
+        mesh = keras.distribution.DeviceMesh((2, 4), ["batch", "model"], keras.distribution.list_devices())
+        keras.distribution.set_distribution(keras.distribution.ModelParallel(
+            layout_map=get_layout_map(mesh), batch_dim_name="batch"))
+        model = build_transformer_model(...)   # built after set_distribution
+
+    Args:
+        device_mesh: `keras.distribution.DeviceMesh` with an axis named `model_dim`.
+        model_dim: str, the mesh axis the weights are split over.
+    Returns:
+        `keras.distribution.LayoutMap`.
+    Raises:
+        ValueError: `model_dim` is not an axis of `device_mesh`.
+    Source: KerasHub's `Backbone.get_layout_map`; Keras' distribution guide.
+    """
+    if model_dim not in device_mesh.axis_names:
+        raise ValueError(f"model_dim={model_dim!r} is not an axis of the device mesh {list(device_mesh.axis_names)}")
+    layout_map = keras.distribution.LayoutMap(device_mesh)
+    layout_map[r"(.*/)?Embedding-Token/embeddings"] = (None, model_dim)
+    layout_map[r".*MultiHead\w*Attention/[qkv]_dense/kernel"] = (None, model_dim)
+    layout_map[r".*MultiHead\w*Attention/o_dense/kernel"] = (model_dim, None)
+    layout_map[r".*FeedForward/i\d+_dense/kernel"] = (None, model_dim)
+    layout_map[r".*FeedForward/o_dense/kernel"] = (model_dim, None)
+    return layout_map

@@ -58,7 +58,7 @@ WORKER = textwrap.dedent(
 
     sys.path.insert(0, cfg["repo"])
     from bert4keras import optimizers
-    from bert4keras.models import build_transformer_model
+    from bert4keras.models import build_transformer_model, get_layout_map
 
     # Deterministic masked-LM data: ids in [5, 50), ~15% replaced by [MASK] = 4, weights 1/0.15.
     steps, batch, seq_len = cfg["steps"], cfg["global_batch"], 16
@@ -88,12 +88,7 @@ WORKER = textwrap.dedent(
             distribution = keras.distribution.DataParallel(devices=devices)
         else:
             mesh = keras.distribution.DeviceMesh((1, 2), ["batch", "model"], devices)
-            layout_map = keras.distribution.LayoutMap(mesh)
-            layout_map["Embedding-Token/embeddings"] = (None, "model")
-            layout_map[r".*MultiHeadSelfAttention/[qkv]_dense/kernel"] = (None, "model")
-            layout_map[r".*MultiHeadSelfAttention/o_dense/kernel"] = ("model", None)
-            layout_map[r".*FeedForward/i0_dense/kernel"] = (None, "model")
-            layout_map[r".*FeedForward/o_dense/kernel"] = ("model", None)
+            layout_map = get_layout_map(mesh)
             distribution = keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch")
         keras.distribution.set_distribution(distribution)
 
