@@ -206,10 +206,7 @@ def main(argv=None):
 
     if EXAMPLES not in sys.path:
         sys.path.insert(0, EXAMPLES)
-    from task_sentiment_zh import load_data
-
-    from bert4keras.models import build_transformer_model
-    from bert4keras.tokenizers import Tokenizer, load_vocab
+    from task_sentiment_zh import build_classifier, compile_classifier, load_data, make_tokenizer
 
     if keras.backend.backend() != backend:
         raise SystemExit(f"expected Keras to pick the {backend} backend, it picked {keras.backend.backend()}: "
@@ -249,47 +246,15 @@ def main(argv=None):
         raise SystemExit(f"{len(train_data)} training texts make no full global batch of {global_batch}: "
                          "raise --train-size or lower --batch-size-per-device")
 
-    if pretrained:
-        tokenizer = Tokenizer(vocab_path, do_lower_case=True)
-    else:
-        # A randomly initialised model has no use for the ~7,500 [unused], ## and foreign-script tokens.
-        token_dict, _ = load_vocab(vocab_path, simplified=True, startswith=["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
-        tokenizer = Tokenizer(token_dict, do_lower_case=True)
+    tokenizer, vocab_size = make_tokenizer(vocab_path, pretrained)
     train = train_dataset(encode(train_data, tokenizer, args.maxlen), global_batch, args.seed)
     valid = eval_dataset(encode(valid_data, tokenizer, args.maxlen), global_batch)
     test = eval_dataset(encode(test_data, tokenizer, args.maxlen), global_batch)
 
     with scope:
-        if pretrained:
-            bert = build_transformer_model(args.config, args.checkpoint, model="bert", with_pool=True)
-            model_desc = f"pretrained {args.checkpoint}"
-        else:
-            bert = build_transformer_model(
-                None, None, model="bert", with_pool=True,
-                vocab_size=len(token_dict), hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers,
-                num_attention_heads=args.num_attention_heads, intermediate_size=args.intermediate_size,
-                hidden_act="gelu", max_position=args.maxlen, dropout_rate=0.1,
-            )
-            model_desc = (f"from scratch: layers={args.num_hidden_layers} hidden={args.hidden_size} "
-                          f"heads={args.num_attention_heads} intermediate={args.intermediate_size} "
-                          f"vocab={len(token_dict)}")
-        output = keras.layers.Dropout(0.1, name="Classifier-Dropout")(bert.output)
-        output = keras.layers.Dense(
-            2, activation="softmax", kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
-            name="Classifier-Dense",
-        )(output)
-        model = keras.Model(bert.inputs, output)
-
-        total_steps = steps_per_epoch * epochs
-        warmup_steps = max(1, total_steps // 10)
-        schedule = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0, decay_steps=max(1, total_steps - warmup_steps),
-            warmup_target=lr, warmup_steps=warmup_steps,
-        )
-        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=0.01)
-        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+        model, model_desc = build_classifier(args, vocab_size)
         # Weighted, so that the zero-weight rows padding valid and test up to whole batches do not count.
-        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
+        compile_classifier(model, lr, total_steps=steps_per_epoch * epochs, weighted_metrics=["accuracy"])
 
     best = keras.callbacks.EarlyStopping(
         monitor="val_accuracy", mode="max", patience=1, restore_best_weights=True, verbose=1)

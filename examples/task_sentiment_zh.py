@@ -105,6 +105,52 @@ class SortedBatches(DataGenerator):
             )
 
 
+def make_tokenizer(vocab_path, pretrained):
+    """(tokenizer, vocab_size): the checkpoint's vocab as it is, or, for a model trained from scratch,
+    simplified (vocab_size is then the new size; None for a checkpoint, whose config has it)."""
+    if pretrained:
+        return Tokenizer(vocab_path, do_lower_case=True), None
+    # A randomly initialised model has no use for the ~7,500 [unused], ## and foreign-script tokens.
+    token_dict, _ = load_vocab(vocab_path, simplified=True, startswith=["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
+    return Tokenizer(token_dict, do_lower_case=True), len(token_dict)
+
+
+def build_classifier(args, vocab_size=None):
+    """(model, description): BERT pooled [CLS] -> Dropout -> Dense(2, softmax), from --checkpoint or from
+    scratch (vocab_size given) with the --num-hidden-layers ... sizes."""
+    if args.checkpoint:
+        bert = build_transformer_model(args.config, args.checkpoint, model="bert", with_pool=True)
+        model_desc = f"pretrained {args.checkpoint}"
+    else:
+        bert = build_transformer_model(
+            None, None, model="bert", with_pool=True,
+            vocab_size=vocab_size, hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers,
+            num_attention_heads=args.num_attention_heads, intermediate_size=args.intermediate_size,
+            hidden_act="gelu", max_position=args.maxlen, dropout_rate=0.1,
+        )
+        model_desc = (f"from scratch: layers={args.num_hidden_layers} hidden={args.hidden_size} "
+                      f"heads={args.num_attention_heads} intermediate={args.intermediate_size} vocab={vocab_size}")
+    output = keras.layers.Dropout(0.1, name="Classifier-Dropout")(bert.output)
+    output = keras.layers.Dense(
+        2, activation="softmax", kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+        name="Classifier-Dense",
+    )(output)
+    return keras.Model(bert.inputs, output), model_desc
+
+
+def compile_classifier(model, lr, total_steps, **compile_kwargs):
+    """AdamW (weight decay 0.01, not on biases and norms), linear warmup over 10% of the steps to `lr`,
+    then cosine decay; sparse categorical cross-entropy."""
+    warmup_steps = max(1, total_steps // 10)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0, decay_steps=max(1, total_steps - warmup_steps),
+        warmup_target=lr, warmup_steps=warmup_steps,
+    )
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=0.01)
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", **compile_kwargs)
+
+
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
@@ -121,43 +167,13 @@ def main(argv=None):
     valid_data = load_data(zip_path, "valid")
     test_data = load_data(zip_path, "test", args.test_size)
 
-    if pretrained:
-        tokenizer = Tokenizer(vocab_path, do_lower_case=True)
-        bert = build_transformer_model(args.config, args.checkpoint, model="bert", with_pool=True)
-        model_desc = f"pretrained {args.checkpoint}"
-    else:
-        # A randomly initialised model has no use for the ~7,500 [unused], ## and foreign-script tokens.
-        token_dict, _ = load_vocab(vocab_path, simplified=True, startswith=["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
-        tokenizer = Tokenizer(token_dict, do_lower_case=True)
-        bert = build_transformer_model(
-            None, None, model="bert", with_pool=True,
-            vocab_size=len(token_dict), hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers,
-            num_attention_heads=args.num_attention_heads, intermediate_size=args.intermediate_size,
-            hidden_act="gelu", max_position=args.maxlen, dropout_rate=0.1,
-        )
-        model_desc = (f"from scratch: layers={args.num_hidden_layers} hidden={args.hidden_size} "
-                      f"heads={args.num_attention_heads} intermediate={args.intermediate_size} vocab={len(token_dict)}")
-
+    tokenizer, vocab_size = make_tokenizer(vocab_path, pretrained)
     train_gen = SortedBatches(train_data, tokenizer, args.maxlen, args.batch_size)
     valid_gen = SortedBatches(valid_data, tokenizer, args.maxlen, args.batch_size)
     test_gen = SortedBatches(test_data, tokenizer, args.maxlen, args.batch_size)
 
-    output = keras.layers.Dropout(0.1, name="Classifier-Dropout")(bert.output)
-    output = keras.layers.Dense(
-        2, activation="softmax", kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
-        name="Classifier-Dense",
-    )(output)
-    model = keras.Model(bert.inputs, output)
-
-    total_steps = len(train_gen) * epochs
-    warmup_steps = max(1, total_steps // 10)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0, decay_steps=total_steps - warmup_steps,
-        warmup_target=lr, warmup_steps=warmup_steps,
-    )
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=0.01)
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model, model_desc = build_classifier(args, vocab_size)
+    compile_classifier(model, lr, total_steps=len(train_gen) * epochs, metrics=["accuracy"])
 
     best = keras.callbacks.EarlyStopping(
         monitor="val_accuracy", mode="max", patience=1, restore_best_weights=True, verbose=1)

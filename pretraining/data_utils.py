@@ -33,7 +33,6 @@ segmenter); 80/10/10 from Devlin et al. 2019, sec. 3.1.
 
 import os
 
-import numpy as np
 import tensorflow as tf
 
 from bert4keras.snippets import text_segmentate
