@@ -35,8 +35,7 @@ import os
 
 import tensorflow as tf
 
-from bert4keras.snippets import text_segmentate
-from bert4keras import snippets
+from bert4keras.snippets import parallel_apply, text_segmentate
 
 FEATURES = {
     "roberta": ("token_ids", "word_ids"),
@@ -154,7 +153,7 @@ class TrainingDataset:
                 progress.add(1, [("instances", count)])
 
             if workers > 1:
-                snippets.parallel_apply(self.paragraph_process, corpus, workers, max_queue_size,
+                parallel_apply(self.paragraph_process, corpus, workers, max_queue_size,
                                callback=write, unordered=False)
             else:
                 for document in corpus:
