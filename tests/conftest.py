@@ -3,6 +3,9 @@
 import csv
 import os
 import pathlib
+import signal
+import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -127,3 +130,20 @@ def random_ids(batch_size, seq_len, vocab_size, seed=0, pad_tail=True):
         for i in range(1, batch_size):
             ids[i, seq_len - i:] = 0
     return ids.astype("int32")
+
+
+def kill_after_first_backup(command, env, backup_dir, timeout=500):
+    """Start `command`, SIGKILL it just after it wrote its first backup into `backup_dir`
+    (Keras' BackupAndRestore metadata file), and wait for it to die."""
+    marker = pathlib.Path(backup_dir) / "training_metadata.json"
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + timeout
+        while not marker.exists():
+            assert proc.poll() is None, f"the run ended before its first backup:\n{proc.stderr.read()[-3000:]}"
+            assert time.time() < deadline, f"no backup within {timeout} s"
+            time.sleep(0.05)
+        time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()

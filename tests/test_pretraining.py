@@ -7,16 +7,14 @@ the script runs on the current backend (jax-dp under jax); torch has no multi-de
 """
 
 import os
-import signal
 import subprocess
 import sys
-import time
 import zipfile
 
 import numpy as np
 import pytest
 
-from conftest import REPO, data_path
+from conftest import REPO, data_path, kill_after_first_backup
 
 sys.path.insert(0, os.path.join(REPO, "pretraining"))
 BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
@@ -275,18 +273,7 @@ def test_killed_pretraining_resumes_to_the_same_weights(tmp_path):
     assert not os.path.exists(tmp_path / "a" / "backup"), "a finished run removes its backup"
 
     work_dir = tmp_path / "b"
-    proc = subprocess.Popen(script(work_dir, *steps), env=environment(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 500
-        while not (work_dir / "backup" / "training_metadata.json").exists():
-            assert proc.poll() is None, f"the run ended before its first backup:\n{proc.stderr.read()[-3000:]}"
-            assert time.time() < deadline, "no backup within 500 s"
-            time.sleep(0.05)
-        time.sleep(0.2)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_after_first_backup(script(work_dir, *steps), environment(), work_dir / "backup")
     assert not os.path.exists(work_dir / "bert_model.ckpt.index"), "killed too late: the run had finished"
 
     out = run(work_dir, *steps)

@@ -13,13 +13,13 @@ not enough, so the remaining cause is open).
 
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
+
+from conftest import kill_after_first_backup
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(REPO, "examples", "task_sentiment_sst2.py")
@@ -63,18 +63,7 @@ def test_killed_and_resumed_run_matches_uninterrupted_run(tmp_path):
     assert not os.path.exists(tmp_path / "backup_a"), "a finished run should remove its backup"
 
     backup = tmp_path / "backup_b"
-    proc = subprocess.Popen(command("--backup-dir", str(backup), "--save-weights", b_weights), env=environment(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 500
-        while not (backup / "training_metadata.json").exists():
-            assert proc.poll() is None, f"the run ended before its first backup:\n{proc.stderr.read()[-3000:]}"
-            assert time.time() < deadline, "no backup within 500 s"
-            time.sleep(0.05)
-        time.sleep(0.2)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_after_first_backup(command("--backup-dir", str(backup), "--save-weights", b_weights), environment(), backup)
     assert not os.path.exists(b_weights), "the run was killed too late: it had finished"
 
     out = run("--backup-dir", str(backup), "--resume", "--save-weights", b_weights)
