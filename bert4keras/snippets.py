@@ -1180,12 +1180,14 @@ def _backup_and_restore_class():
 
         Keras' callback backs up the weights and optimizer state (every epoch or `save_freq`
         batches) and, at the start of `fit`, restores them and the epoch. Two things are left for
-        an exact resume: the position in the data within an epoch, and the states of the layers'
-        `SeedGenerator`s (dropout), which weight files leave out. Here `restore(model)` loads the
+        an exact resume: the position in the data within an epoch, and the random state of dropout,
+        which weight files leave out: the layers' `SeedGenerator` states, and on torch the global
+        generator that Keras' unseeded torch dropout draws from. Here `restore(model)` loads the
         backup before `fit`, so the script can read `model.optimizer.iterations` and position its
-        data stream there (and pass `initial_epoch`), and the seed states are saved beside each
-        backup (the last three kept) and restored with it. `on_train_begin` restores nothing.
-        A killed and resumed run then ends with the weights of an uninterrupted one.
+        data stream there (and pass `initial_epoch`); the random states are saved beside each
+        backup (the last three kept) and restored with it, torch's just before the first step
+        (setting up `fit` draws from it). `on_train_begin` restores nothing. A killed and resumed
+        run then ends with the weights of an uninterrupted one, on every backend.
 
         Args: as `keras.callbacks.BackupAndRestore` (`backup_dir`, `save_freq`,
         `double_checkpoint`, `delete_checkpoint`).
@@ -1201,9 +1203,13 @@ def _backup_and_restore_class():
         def _save_model(self):
             step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
             super()._save_model()  # on JAX this also syncs the variables from the training state
-            states = [keras.ops.convert_to_numpy(v) for v in self._seed_states()]
+            states = {f"arr_{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(self._seed_states())}
+            if keras.backend.backend() == "torch":  # Keras' unseeded torch dropout draws from torch's generator
+                import torch
+
+                states["torch_rng_state"] = torch.get_rng_state().numpy()
             tmp = os.path.join(self.backup_dir, "seeds.tmp.npz")
-            np.savez(tmp, *states)
+            np.savez(tmp, **states)
             os.replace(tmp, self._seeds_path(step))
             saved = sorted(int(name[len("seeds-"):-len(".npz")]) for name in os.listdir(self.backup_dir)
                            if name.startswith("seeds-") and name.endswith(".npz"))
@@ -1230,10 +1236,29 @@ def _backup_and_restore_class():
             with np.load(self._seeds_path(step)) as seeds:
                 for i, variable in enumerate(self._seed_states()):
                     variable.assign(seeds[f"arr_{i}"])
+                # Set just before the first step (on_train_batch_begin): setting up `fit` draws from it too.
+                self._torch_rng_state = seeds["torch_rng_state"] if "torch_rng_state" in seeds else None
             return True
 
         def on_train_begin(self, logs=None):
             pass
+
+        # On torch, the generator is carried from one step to the next past anything else that draws
+        # from it in between (`fit` set-up, a new data iterator each `fit`), so that the steps see
+        # the same draws whether a run went through in one `fit` or was resumed in several.
+        def on_train_batch_begin(self, batch, logs=None):
+            state = getattr(self, "_torch_rng_state", None)
+            if state is not None:
+                import torch
+
+                torch.set_rng_state(torch.from_numpy(state))
+
+        def on_train_batch_end(self, batch, logs=None):
+            if keras.backend.backend() == "torch":
+                import torch
+
+                self._torch_rng_state = torch.get_rng_state().numpy()
+            super().on_train_batch_end(batch, logs)
 
     return BackupAndRestore
 

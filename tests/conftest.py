@@ -132,18 +132,20 @@ def random_ids(batch_size, seq_len, vocab_size, seed=0, pad_tail=True):
     return ids.astype("int32")
 
 
-def kill_after_first_backup(command, env, backup_dir, timeout=500):
-    """Start `command`, SIGKILL it just after it wrote its first backup into `backup_dir`
-    (Keras' BackupAndRestore metadata file), and wait for it to die."""
-    marker = pathlib.Path(backup_dir) / "training_metadata.json"
+def kill_after_first_backup(command, env, marker, timeout=500):
+    """Start `command` and SIGKILL it as soon as `marker` exists, then wait for it to die.
+
+    `marker` is the seed-state file `snippets.BackupAndRestore` writes (atomically) last in a
+    backup, e.g. `<backup_dir>/seeds-8.npz` for the backup at step 8: the backup is complete.
+    """
+    marker = pathlib.Path(marker)
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + timeout
         while not marker.exists():
             assert proc.poll() is None, f"the run ended before its first backup:\n{proc.stderr.read()[-3000:]}"
             assert time.time() < deadline, f"no backup within {timeout} s"
-            time.sleep(0.05)
-        time.sleep(0.2)
+            time.sleep(0.005)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
