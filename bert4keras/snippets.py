@@ -1194,6 +1194,8 @@ def _backup_and_restore_class():
         Source: keras.callbacks.BackupAndRestore (Keras 3).
         """
 
+        _torch_rng_state = None  # torch's global generator after the last step (a uint8 array)
+
         def _seed_states(self):
             return [v for v in self.model.non_trainable_variables if "seed_generator_state" in v.path]
 
@@ -1204,10 +1206,8 @@ def _backup_and_restore_class():
             step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
             super()._save_model()  # on JAX this also syncs the variables from the training state
             states = {f"arr_{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(self._seed_states())}
-            if keras.backend.backend() == "torch":  # Keras' unseeded torch dropout draws from torch's generator
-                import torch
-
-                states["torch_rng_state"] = torch.get_rng_state().numpy()
+            if self._torch_rng_state is not None:
+                states["torch_rng_state"] = self._torch_rng_state
             tmp = os.path.join(self.backup_dir, "seeds.tmp.npz")
             np.savez(tmp, **states)
             os.replace(tmp, self._seeds_path(step))
@@ -1247,11 +1247,10 @@ def _backup_and_restore_class():
         # from it in between (`fit` set-up, a new data iterator each `fit`), so that the steps see
         # the same draws whether a run went through in one `fit` or was resumed in several.
         def on_train_batch_begin(self, batch, logs=None):
-            state = getattr(self, "_torch_rng_state", None)
-            if state is not None:
+            if self._torch_rng_state is not None:
                 import torch
 
-                torch.set_rng_state(torch.from_numpy(state))
+                torch.set_rng_state(torch.from_numpy(self._torch_rng_state))
 
         def on_train_batch_end(self, batch, logs=None):
             if keras.backend.backend() == "torch":
