@@ -61,6 +61,7 @@ class TrainingDataset:
     """
 
     name = None
+    num_special_tokens = 2  # [CLS] ... [SEP]
 
     def __init__(self, tokenizer, sequence_length=512):
         if sequence_length < 4:
@@ -108,8 +109,6 @@ class TrainingDataset:
         if current:
             instances.append(self.instance_from_sentences(current))
         return instances
-
-    num_special_tokens = 2  # [CLS] ... [SEP]
 
     def pad(self, ids, value=0):
         return ids + [value] * (self.sequence_length - len(ids))

@@ -224,8 +224,7 @@ def build_pretraining_model(args, vocab_size):
         application = "unilm" if args.model == "unilm" else "encoder"
         builder = build_transformer_model(args.config, args.checkpoint, model="bert", application=application,
                                           with_pool=True, with_mlm="linear", return_keras_model=False, **kwargs)
-    outputs = builder.model.outputs
-    model = keras.Model(builder.model.inputs, outputs[-1], name=f"{args.model}_pretraining")
+    model = keras.Model(builder.model.inputs, builder.model.outputs[-1], name=f"{args.model}_pretraining")
     return builder, model
 
 
@@ -236,17 +235,17 @@ def make_optimizer(args):
     if args.lamb:
         Optimizer = O.extend_with_layer_adaptation(Optimizer)
     Optimizer = O.extend_with_piecewise_linear_lr(Optimizer)
-    kwargs = {}
-    if args.grad_accum_steps > 1:
-        Optimizer = O.extend_with_gradient_accumulation(Optimizer)
-        kwargs["grad_accum_steps"] = args.grad_accum_steps
     warmup = args.warmup_steps if args.warmup_steps is not None else max(1, args.steps // 10)
     # The schedule counts batches (every optimizer call); --steps counts updates.
     k = args.grad_accum_steps
-    schedule = {warmup * k: 1.0, args.steps * k: 0.0}
-    return Optimizer(learning_rate=args.lr, weight_decay_rate=args.weight_decay, lr_schedule=schedule,
-                     exclude_from_weight_decay=["Norm", "bias"],
-                     **({"exclude_from_layer_adaptation": ["Norm", "bias"]} if args.lamb else {}), **kwargs)
+    kwargs = dict(learning_rate=args.lr, weight_decay_rate=args.weight_decay, exclude_from_weight_decay=["Norm", "bias"],
+                  lr_schedule={warmup * k: 1.0, args.steps * k: 0.0})
+    if args.lamb:
+        kwargs["exclude_from_layer_adaptation"] = ["Norm", "bias"]
+    if k > 1:
+        Optimizer = O.extend_with_gradient_accumulation(Optimizer)
+        kwargs["grad_accum_steps"] = k
+    return Optimizer(**kwargs)
 
 
 def export(args, builder, token_dict):
@@ -265,15 +264,11 @@ def export(args, builder, token_dict):
                       max_position_embeddings=args.sequence_length, type_vocab_size=2,
                       hidden_dropout_prob=args.dropout_rate, attention_probs_dropout_prob=args.dropout_rate,
                       initializer_range=0.02)
-    for name, write in (("bert_config.json", lambda f: json.dump(config, f, indent=2)),
-                        ("vocab.txt", None)):
-        path = os.path.join(args.work_dir, name)
-        if write is None:
-            save_vocab(path + ".tmp", token_dict)
-        else:
-            with open(path + ".tmp", "w", encoding="utf-8") as f:
-                write(f)
-        os.replace(path + ".tmp", path)
+    config_path = os.path.join(args.work_dir, "bert_config.json")
+    with open(config_path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2)
+    os.replace(config_path + ".tmp", config_path)
+    save_vocab(os.path.join(args.work_dir, "vocab.txt"), token_dict)  # atomic itself
     return prefix
 
 
@@ -365,8 +360,10 @@ def main(argv=None):
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
-    replicas = strategy.num_replicas_in_sync if strategy is not None else len(
-        keras.distribution.list_devices()) if args.strategy == "jax-dp" else 1
+    if strategy is not None:
+        replicas = strategy.num_replicas_in_sync
+    else:
+        replicas = len(keras.distribution.list_devices()) if args.strategy == "jax-dp" else 1
     if args.batch_size % replicas:
         raise SystemExit(f"--batch-size {args.batch_size} does not split evenly over {replicas} replicas")
 
