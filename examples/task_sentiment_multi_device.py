@@ -206,7 +206,7 @@ def main(argv=None):
 
     if EXAMPLES not in sys.path:
         sys.path.insert(0, EXAMPLES)
-    from task_sentiment_zh import build_classifier, compile_classifier, load_data, make_tokenizer
+    from task_sentiment_zh import build_classifier, compile_classifier, load_data, make_tokenizer, resolve_settings
 
     if keras.backend.backend() != backend:
         raise SystemExit(f"expected Keras to pick the {backend} backend, it picked {keras.backend.backend()}: "
@@ -230,12 +230,7 @@ def main(argv=None):
           f"{args.batch_size_per_device} per device x {replicas}", flush=True)
 
     keras.utils.set_random_seed(args.seed)
-    pretrained = bool(args.checkpoint)
-    if pretrained and not args.config:
-        raise SystemExit("--checkpoint needs --config")
-    epochs = args.epochs or (2 if pretrained else 3)
-    lr = args.lr or (2e-5 if pretrained else 1e-3)
-    vocab_path = args.vocab or os.path.join(args.data_dir, "vocab", "chinese_bert_vocab.txt")
+    pretrained, epochs, lr, vocab_path = resolve_settings(args)
 
     zip_path = os.path.join(args.data_dir, "zh", "sentiment.zip")
     train_data = load_data(zip_path, "train", args.train_size)

@@ -105,6 +105,18 @@ class SortedBatches(DataGenerator):
             )
 
 
+def resolve_settings(args):
+    """(pretrained, epochs, lr, vocab_path): the arguments with their defaults, which depend on whether a
+    checkpoint is fine-tuned (2 epochs, lr 2e-5) or a small model trained from scratch (3 epochs, lr 1e-3)."""
+    pretrained = bool(args.checkpoint)
+    if pretrained and not args.config:
+        raise SystemExit("--checkpoint needs --config")
+    epochs = args.epochs or (2 if pretrained else 3)
+    lr = args.lr or (2e-5 if pretrained else 1e-3)
+    vocab_path = args.vocab or os.path.join(args.data_dir, "vocab", "chinese_bert_vocab.txt")
+    return pretrained, epochs, lr, vocab_path
+
+
 def make_tokenizer(vocab_path, pretrained):
     """(tokenizer, vocab_size): the checkpoint's vocab as it is, or, for a model trained from scratch,
     simplified (vocab_size is then the new size; None for a checkpoint, whose config has it)."""
@@ -155,12 +167,7 @@ def main(argv=None):
     args = parse_args(argv)
     start = time.time()
     keras.utils.set_random_seed(args.seed)
-    pretrained = bool(args.checkpoint)
-    if pretrained and not args.config:
-        raise SystemExit("--checkpoint needs --config")
-    epochs = args.epochs or (2 if pretrained else 3)
-    lr = args.lr or (2e-5 if pretrained else 1e-3)
-    vocab_path = args.vocab or os.path.join(args.data_dir, "vocab", "chinese_bert_vocab.txt")
+    pretrained, epochs, lr, vocab_path = resolve_settings(args)
 
     zip_path = os.path.join(args.data_dir, "zh", "sentiment.zip")
     train_data = load_data(zip_path, "train", args.train_size)
