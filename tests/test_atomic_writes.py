@@ -88,7 +88,9 @@ def test_sigkill_during_repeated_saves_leaves_old_or_new_checkpoint(tmp_path):
         finally:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
-        saved = [int(x.split()[1]) for x in proc.stdout.read().split("\n") if x.startswith("SAVED")]
+        # Only whole lines: the kill can cut the last "SAVED k" line short (e.g. "SAVED" alone).
+        lines = proc.stdout.read().split("\n")[:-1]
+        saved = [int(x.split()[1]) for x in lines if x.startswith("SAVED")]
         k = offset_of(read_all(prefix), base)
         last = saved[-1] if saved else 0
         assert k in (last, last + 1), f"round {round_}: checkpoint holds save {k}, last completed was {last}"
