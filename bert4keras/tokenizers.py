@@ -10,6 +10,7 @@ import os
 import re
 import tempfile
 import unicodedata
+import warnings
 
 import numpy as np
 import sentencepiece
@@ -130,7 +131,8 @@ def _longest_first(n1, n2, budget):
 
 
 def _as_text(text, name):
-    """`text` as a non-empty str; bytes are decoded as UTF-8."""
+    """`text` as a str (possibly empty: it encodes to `[CLS] [SEP]`, as in bert4keras 0.11.5);
+    bytes are decoded as UTF-8."""
     if isinstance(text, bytes):
         try:
             text = text.decode('utf-8')
@@ -138,17 +140,15 @@ def _as_text(text, name):
             raise ValueError('%s is not valid UTF-8: %s' % (name, e)) from None
     elif not isinstance(text, str):
         raise TypeError('%s must be str, got %s' % (name, type(text).__name__))
-    if not text:
-        raise ValueError('%s is empty' % name)
     return text
 
 
 def _as_texts(texts, name):
-    """`texts` as a list of non-empty str (see `_as_text`)."""
+    """`texts` as a list of str (see `_as_text`)."""
     if isinstance(texts, (str, bytes)) or not hasattr(texts, '__iter__'):
         raise TypeError('%s must be a list of str, got %s' % (name, type(texts).__name__))
     texts = list(texts)
-    if all(type(t) is str and t for t in texts):  # the common case, without a call per text
+    if all(type(t) is str for t in texts):  # the common case, without a call per text
         return texts
     return [_as_text(t, '%s[%d]' % (name, i)) for i, t in enumerate(texts)]
 
@@ -229,14 +229,14 @@ class TokenizerBase:
         """Tokens of `text` with `token_start`/`token_end` around them.
 
         Args:
-            text: non-empty str (or UTF-8 bytes).
+            text: str (or UTF-8 bytes); '' gives just the start and end tokens.
             maxlen: None or int, total length including the special tokens; longer
                 outputs lose tokens from the right (before `token_end`).
         Returns:
             list of str.
         Raises:
-            TypeError: `text` is not str/bytes. ValueError: `text` is empty or invalid
-            UTF-8, or `maxlen` is smaller than the number of special tokens.
+            TypeError: `text` is not str/bytes. ValueError: `text` is invalid UTF-8, or
+            `maxlen` is smaller than the number of special tokens.
         """
         text = _as_text(text, 'text')
         self._check_maxlen(maxlen, pair=False)
@@ -298,7 +298,8 @@ class TokenizerBase:
         """Token ids and segment ids of one text or a pair, BERT style.
 
         Args:
-            first_text: non-empty str (or UTF-8 bytes), or a list of tokens.
+            first_text: str (or UTF-8 bytes), or a list of tokens; '' is a segment of no
+                tokens (`[CLS] [SEP]`, as in bert4keras 0.11.5).
             second_text: None, or like `first_text`.
             maxlen: None or int, total length including special tokens.
             pattern: 'S*E*E' ([CLS] a [SEP] b [SEP], BERT) or 'S*ES*E' (the second
@@ -309,8 +310,8 @@ class TokenizerBase:
             (token_ids, segment_ids): two lists of int of equal length; segment ids are 0
             for the first segment and 1 for the second.
         Raises:
-            TypeError: a text is None or not str/bytes/list. ValueError: a text is empty or
-            invalid UTF-8; `maxlen` is smaller than the number of special tokens.
+            TypeError: a text is None or not str/bytes/list. ValueError: a text is invalid
+            UTF-8; `maxlen` is smaller than the number of special tokens.
         """
         pair = second_text is not None
         self._check_maxlen(maxlen, pair, pattern)
@@ -344,7 +345,7 @@ class TokenizerBase:
         """`encode` over lists of texts.
 
         Args:
-            first_texts: list of non-empty str. second_texts: None or a list as long.
+            first_texts: list of str. second_texts: None or a list as long.
             maxlen, truncate_from: as in `encode`.
         Returns:
             (batch_token_ids, batch_segment_ids): two lists (one entry per text) of lists of
@@ -387,9 +388,18 @@ class Tokenizer(TokenizerBase):
         do_lower_case: bool, True for uncased and Chinese BERT checkpoints.
         word_maxlen: int, words longer than this many characters become `[UNK]`.
         token_start, token_end, pre_tokenize, token_translate: see `TokenizerBase`.
+    A vocabulary may lack `[PAD] [UNK] [CLS] [SEP] [MASK]` (e.g. a handful of characters for a
+    toy language model). One warning then names the missing tokens when `[UNK]`, `[CLS]` or
+    `[SEP]` is among them (a missing `[PAD]`/`[MASK]` alone, as in vocabularies simplified
+    without them, only leaves their id None). As in bert4keras 0.11.5, `tokenize` still
+    emits `[CLS]`/`[SEP]` as strings, and `token_to_id` maps them and every other token not
+    in the vocabulary to `_token_unk_id`, read at each call: a script may set it after
+    construction (`tokenizer._token_unk_id = 0`).
+
     Attributes:
         `_token_pad_id`, `_token_unk_id`, `_token_mask_id`, `_token_start_id`,
         `_token_end_id`: int, or None when the token is not in the vocabulary.
+        `_vocab_size`, `_do_lower_case`, `_token_dict`, `_token_dict_inv`: as bert4keras's.
     Raises:
         FileNotFoundError: `token_dict` is a path that does not exist.
         ValueError: the vocabulary is empty (the message names the file).
@@ -413,12 +423,47 @@ class Tokenizer(TokenizerBase):
         for name in ['pad', 'unk', 'mask', 'start', 'end']:
             token = getattr(self, '_token_%s' % name)
             setattr(self, '_token_%s_id' % name, self._token_dict.get(token))
+        self._warn_missing_special_tokens()
         self._backend = self._build_backend()
 
+    def _warn_missing_special_tokens(self):
+        """One warning when `[UNK]`, `[CLS]` or `[SEP]` is not in the vocabulary (see the class)."""
+        missing = [t for t in dict.fromkeys([self._token_start, self._token_end, self._token_unk,
+                                             self._token_pad, self._token_mask])
+                   if t is not None and t not in self._token_dict]
+        emitted = [t for t in missing if t in (self._token_start, self._token_end)]
+        if not emitted and self._token_unk not in missing:
+            return
+        if emitted:
+            what = 'tokenize still emits %s as strings; token_to_id maps them and any other token not in ' \
+                   'the vocabulary' % ', '.join(map(repr, emitted))
+        else:
+            what = 'token_to_id maps tokens not in the vocabulary'
+        if self._token_unk_id is None:
+            unk = 'None here: set it (e.g. tokenizer._token_unk_id = 0) or encoding such a token raises ValueError'
+        else:
+            unk = 'now %d, the id of %r' % (self._token_unk_id, self._token_unk)
+        warnings.warn(
+            'vocabulary %s has no %s. %s to tokenizer._token_unk_id, read at each call: %s.'
+            % (self._source, ', '.join(map(repr, missing)), what, unk),
+            stacklevel=3,
+        )
+
     def _build_backend(self):
+        # The unknown, start and end tokens need ids in the backend even when they are not in
+        # the vocabulary: those get ids past it there, so the backend still emits them, and
+        # `_ids` replaces them (and [UNK]'s id) with what `token_to_id` says at call time.
+        extra = [t for t in dict.fromkeys([self._token_unk, self._token_start, self._token_end])
+                 if t is not None and t not in self._token_dict]
+        self._backend_extra_ids = {t: self._max_id() + 1 + k for k, t in enumerate(extra)}
+        vocab = self._token_dict
+        if self._token_unk in self._backend_extra_ids:
+            vocab = {**vocab, self._token_unk: self._backend_extra_ids[self._token_unk]}
+        self._backend_remapped = {i: t for t, i in self._backend_extra_ids.items()}  # backend id -> token
+        self._backend_remapped[vocab[self._token_unk]] = self._token_unk
         backend = tokenizers.Tokenizer(
             models.WordPiece(
-                vocab=self._token_dict,
+                vocab=vocab,
                 unk_token=self._token_unk,
                 max_input_chars_per_word=self._word_maxlen,
             )
@@ -438,16 +483,33 @@ class Tokenizer(TokenizerBase):
         )
         start = [] if self._token_start is None else [self._token_start]
         end = [] if self._token_end is None else [self._token_end]
+        ids = {**self._token_dict, **self._backend_extra_ids}
         backend.post_processor = processors.TemplateProcessing(
             single=start + ['$A'] + end,
             pair=start + ['$A'] + end + ['$B:1'] + [t + ':1' for t in end],
-            special_tokens=[(t, self.token_to_id(t)) for t in dict.fromkeys(start + end)],
+            special_tokens=[(t, ids[t]) for t in dict.fromkeys(start + end)],
         )
         return backend
 
+    def _backend_ids_exact(self):
+        """True when the backend's ids are ours: every special token it emits is in the
+        vocabulary and `_token_unk_id` (read now: scripts may set it) is the id of `[UNK]`.
+        Otherwise the backend's tokens are mapped with `token_to_id`."""
+        return not self._backend_extra_ids and self._token_unk_id == self._token_dict[self._token_unk]
+
+    def _ids(self, encoding, maxlen, truncate_from, pair):
+        """(token_ids, segment_ids) of a template-processed `encoding`, cut to `maxlen`."""
+        token_ids, segment_ids = self._truncated(encoding, maxlen, truncate_from, pair)
+        if not self._backend_ids_exact():
+            remapped = self._backend_remapped
+            token_ids = [self.token_to_id(remapped[i]) if i in remapped else i for i in token_ids]
+        return token_ids, segment_ids
+
     @property
     def backend_tokenizer(self):
-        """The `tokenizers.Tokenizer` doing the work (no truncation set), e.g. to save it."""
+        """The `tokenizers.Tokenizer` doing the work (no truncation set), e.g. to save it.
+
+        Special tokens missing from the vocabulary have ids past it there."""
         return self._backend
 
     def _truncated(self, encoding, maxlen, truncate_from, pair, fields=('ids', 'type_ids')):
@@ -483,8 +545,25 @@ class Tokenizer(TokenizerBase):
         return max(self._token_dict.values())
 
     def token_to_id(self, token):
-        """int id of `token`; `_token_unk_id` when it is not in the vocabulary."""
-        return self._token_dict.get(token, self._token_unk_id)
+        """int id of `token`; `_token_unk_id` (read at each call) for the unknown token and
+        any token not in the vocabulary.
+
+        Raises:
+            ValueError: `token` is not in the vocabulary and `_token_unk_id` is None (the
+                vocabulary has no `[UNK]`), naming the token.
+        Source: bert4keras 0.11.5 `Tokenizer.token_to_id`.
+        """
+        if token != self._token_unk:
+            i = self._token_dict.get(token)
+            if i is not None:
+                return i
+        unk = self._token_unk_id
+        if unk is None:
+            raise ValueError(
+                'token %r is not in the vocabulary %s, which has no %r: set tokenizer._token_unk_id '
+                'to the id such tokens get (e.g. tokenizer._token_unk_id = 0)' % (token, self._source, self._token_unk)
+            )
+        return unk
 
     def id_to_token(self, i):
         """str token of id `i`. Raises KeyError for an unknown id."""
@@ -526,14 +605,13 @@ class Tokenizer(TokenizerBase):
         inputs = (_as_text(first_text, 'first_text'),)
         if pair:
             inputs += (_as_text(second_text, 'second_text'),)
-        token_ids, segment_ids = self._truncated(self._backend.encode(*inputs), maxlen, truncate_from, pair)
-        return token_ids, segment_ids
+        return self._ids(self._backend.encode(*inputs), maxlen, truncate_from, pair)
 
     def encode_batch(self, first_texts, second_texts=None, maxlen=None, truncate_from='right'):
         """`encode` over lists of texts in one call of the `tokenizers` library (parallel, in Rust).
 
         Args:
-            first_texts: list of non-empty str. second_texts: None or a list as long.
+            first_texts: list of str. second_texts: None or a list as long.
             maxlen: None or int. truncate_from: 'right' or 'left'.
         Returns:
             (batch_token_ids, batch_segment_ids): two lists (one per text) of lists of int,
@@ -548,11 +626,11 @@ class Tokenizer(TokenizerBase):
         self._check_maxlen(maxlen, pair)
         inputs = list(zip(first_texts, second_texts)) if pair else first_texts
         encodings = self._backend.encode_batch_fast(inputs)  # no offsets: not needed for ids
-        if maxlen is None:
+        if maxlen is None and self._backend_ids_exact():
             return [e.ids for e in encodings], [e.type_ids for e in encodings]
         batch_token_ids, batch_segment_ids = [], []
         for e in encodings:
-            token_ids, segment_ids = self._truncated(e, maxlen, truncate_from, pair)
+            token_ids, segment_ids = self._ids(e, maxlen, truncate_from, pair)
             batch_token_ids.append(token_ids)
             batch_segment_ids.append(segment_ids)
         return batch_token_ids, batch_segment_ids

@@ -308,17 +308,30 @@ def tokenizer():
 
 
 @pytest.mark.parametrize("args, kwargs, error, match", [
-    (("",), {}, ValueError, r"first_text is empty"),
     ((None,), {}, TypeError, r"first_text must be str, got NoneType"),
-    (("hello", ""), {}, ValueError, r"second_text is empty"),
+    (("hello", 3.5), {}, TypeError, r"second_text must be str, got float"),
     ((b"caf\xe9",), {}, ValueError, r"first_text is not valid UTF-8"),
     (("hello", b"\xff"), {}, ValueError, r"second_text is not valid UTF-8"),
     (("hello", "world"), dict(maxlen=2), ValueError, r"maxlen=2 is too small: two segments"),
     (("hello",), dict(maxlen=1), ValueError, r"maxlen=1 is too small: one segment"),
-], ids=["empty", "none", "empty-second", "bad-utf8", "bad-utf8-second", "maxlen-two-segments", "maxlen-one-segment"])
+], ids=["none", "float-second", "bad-utf8", "bad-utf8-second", "maxlen-two-segments", "maxlen-one-segment"])
 def test_tokenizer_encode_bad_inputs(tokenizer, args, kwargs, error, match):
     with pytest.raises(error, match=match):
         tokenizer.encode(*args, **kwargs)
+
+
+def test_tokenizer_empty_text_is_not_an_error(tokenizer):
+    # bert4keras 0.11.5 encodes '' as [CLS] [SEP] (scripts encode empty answers)
+    assert tokenizer.encode("") == ([101, 102], [0, 0])
+    assert tokenizer.encode("hello", "") == ([101, 7592, 102, 102], [0, 0, 0, 1])
+
+
+def test_vocabulary_without_unk_and_no_unk_id_set():
+    with pytest.warns(UserWarning, match=r"vocabulary \(token dict\) has no '\[CLS\]', '\[SEP\]', '\[UNK\]'"):
+        tokenizer = Tokenizer({"[PAD]": 0, "a": 1, "b": 2})
+    with pytest.raises(ValueError, match=r"token '\[CLS\]' is not in the vocabulary \(token dict\), which has no "
+                                         r"'\[UNK\]': set tokenizer\._token_unk_id"):
+        tokenizer.encode("a b")
 
 
 def test_empty_vocab_file(tmp_path):

@@ -2,6 +2,7 @@
 
 import os
 import unicodedata
+import warnings
 import zipfile
 
 import pytest
@@ -241,6 +242,129 @@ def test_truncate_from_index_pops_there():
     assert tokenizer.encode('我爱你中国', maxlen=4, truncate_from=1)[0] == [2, 6, 7, 3]
 
 
+# ------------------------------------------------------------------------------ empty texts
+
+
+@pytest.mark.parametrize('lang', ['en', 'zh'])
+def test_empty_text_is_start_and_end(request, lang):
+    # bert4keras 0.11.5: tokenize('') is [CLS] [SEP]; the reading-comprehension scripts encode
+    # empty answers. The ids are BertTokenizerFast's for '' and for pairs with an empty side.
+    ours, ref = request.getfixturevalue(lang)
+    assert ours.tokenize('') == ['[CLS]', '[SEP]']
+    assert ours.tokenize(b'') == ['[CLS]', '[SEP]']
+    expected = ref('')
+    assert expected['input_ids'] == [ref.cls_token_id, ref.sep_token_id]
+    assert ours.encode('') == (expected['input_ids'], expected['token_type_ids'])
+    for a, b in [('hello', ''), ('', 'hello'), ('', '')]:
+        # BertTokenizerFast drops an empty second text; bert4keras keeps the segment:
+        # ids(a) + ids(b) without its [CLS], segment 1 for the second part.
+        ids_a, ids_b = ref(a)['input_ids'], ref(b)['input_ids'][1:]
+        assert ours.encode(a, b) == (ids_a + ids_b, [0] * len(ids_a) + [1] * len(ids_b)), (a, b)
+    assert ours.encode('', maxlen=2) == ours.encode('')
+    assert ours.encode_batch(['hello', '', 'world']) == tuple(
+        list(x) for x in zip(*[ours.encode(t) for t in ['hello', '', 'world']])
+    )
+
+
+def test_empty_text_on_the_python_path():
+    # pre_tokenize and token_translate run bert4keras's own encode; '' gives the same.
+    words = Tokenizer(_toy_dict(), pre_tokenize=lambda s: s.split())
+    assert words.tokenize('') == ['[CLS]', '[SEP]']
+    assert words.encode('') == ([2, 3], [0, 0])
+    assert words.encode('我', '') == ([2, 9, 3, 3], [0, 0, 0, 1])
+    assert words.rematch('', ['[CLS]', '[SEP]']) == [[], []]
+
+
+# ------------------------------------------------------- vocabularies without special tokens
+
+
+def _chess_dict():
+    # task_language_model_chinese_chess.py of bert4keras 0.11.5
+    chars = ['[PAD]'] + list('0123456789abcdefghi')
+    return dict(zip(chars, range(len(chars))))
+
+
+def _expected_ids(token_dict, tokens, unk_id):
+    """bert4keras 0.11.5: `token_dict.get(token, _token_unk_id)` for each token."""
+    return [token_dict.get(t, unk_id) for t in tokens]
+
+
+def test_vocabulary_without_cls_sep_unk_warns_once_and_encodes_with_the_set_unk_id():
+    token_dict = _chess_dict()
+    with pytest.warns(UserWarning) as record:
+        tokenizer = Tokenizer(token_dict)
+    assert len(record) == 1
+    message = str(record[0].message)
+    for token in ['[CLS]', '[SEP]', '[UNK]', '[MASK]']:
+        assert repr(token) in message
+    assert "'[PAD]'" not in message and '_token_unk_id' in message
+    assert tokenizer._token_start_id is tokenizer._token_end_id is tokenizer._token_unk_id is None
+    assert tokenizer._token_pad_id == 0 and tokenizer._vocab_size == 20
+
+    text = ' '.join('h2e2c3c4')
+    assert tokenizer.tokenize(text) == ['[CLS]'] + list('h2e2c3c4') + ['[SEP]']
+    with pytest.raises(ValueError, match=r"token '\[CLS\]' is not in the vocabulary.*set tokenizer\._token_unk_id"):
+        tokenizer.encode(text)
+    with pytest.raises(ValueError, match=r"token 'z' is not in the vocabulary"):
+        tokenizer.token_to_id('z')
+
+    tokenizer._token_unk_id = 0  # as the chess script does, after construction
+    tokens = ['[CLS]'] + list('h2e2c3c4') + ['[SEP]']
+    assert tokenizer.encode(text) == (_expected_ids(token_dict, tokens, 0), [0] * len(tokens))
+    assert tokenizer.encode(text, maxlen=5)[0] == _expected_ids(token_dict, tokens[:4] + ['[SEP]'], 0)
+    assert tokenizer.encode('a b', 'c') == ([0, 11, 12, 0, 13, 0], [0, 0, 0, 0, 1, 1])
+    assert tokenizer.encode_batch([text, 'a z']) == (
+        [_expected_ids(token_dict, tokens, 0), [0, 11, 0, 0]], [[0] * len(tokens), [0, 0, 0, 0]]
+    )
+    assert tokenizer.token_to_id('[SEP]') == tokenizer.token_to_id('z') == 0
+    tokenizer._token_unk_id = 1  # read at each call
+    assert tokenizer.encode('a z') == ([1, 11, 1, 1], [0, 0, 0, 0])
+
+
+def test_vocabulary_without_unk_only_fails_on_unknown_words():
+    token_dict = {'[CLS]': 0, '[SEP]': 1, 'hello': 2, 'world': 3}
+    with pytest.warns(UserWarning, match=r"has no '\[UNK\]'.*token_to_id maps tokens not in the vocabulary"):
+        tokenizer = Tokenizer(token_dict)
+    assert tokenizer.encode('hello world') == ([0, 2, 3, 1], [0, 0, 0, 0])
+    with pytest.raises(ValueError, match=r"token '\[UNK\]' is not in the vocabulary .* has no '\[UNK\]'"):
+        tokenizer.encode('hello there')
+    tokenizer._token_unk_id = 3
+    assert tokenizer.encode('hello there') == ([0, 2, 3, 1], [0, 0, 0, 0])
+
+
+def test_vocabulary_without_pad_or_mask_is_silent():
+    # load_vocab(..., simplified=True, startswith=['[PAD]', '[UNK]', '[CLS]', '[SEP]']) drops [MASK]
+    token_dict = {'[UNK]': 0, '[CLS]': 1, '[SEP]': 2, '中': 3}
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        tokenizer = Tokenizer(token_dict)
+    assert tokenizer._token_mask_id is None and tokenizer._token_pad_id is None
+    assert tokenizer.encode('中国') == ([1, 3, 0, 2], [0, 0, 0, 0])
+
+
+def test_unk_id_set_after_construction_is_used_with_a_full_vocabulary(sst2):
+    # A script's tokenizer._token_unk_id = k applies to unknown words: BertTokenizerFast's ids
+    # with its [UNK] id replaced by k.
+    ref = _reference(EN_VOCAB, 30522)
+    tokenizer = Tokenizer(EN_VOCAB, do_lower_case=True)
+    tokenizer._token_unk_id = 0
+    texts = ['snowman \u2603 and \U0001F600 faces', 'plain words'] + sst2[:50]
+    for text in texts:
+        expected = [0 if i == ref.unk_token_id else i for i in ref(text)['input_ids']]
+        assert tokenizer.encode(text)[0] == expected, text
+    assert 0 in tokenizer.encode(texts[0])[0]
+    expected = [[0 if i == ref.unk_token_id else i for i in ids] for ids in ref(texts)['input_ids']]
+    assert tokenizer.encode_batch(texts)[0] == expected
+
+
+def test_bert4keras_attribute_names(en):
+    ours, ref = en
+    assert ours._vocab_size == len(ours._token_dict) == 30522
+    assert ours._do_lower_case is True
+    assert ours._token_dict['hello'] == ref.convert_tokens_to_ids('hello')
+    assert ours._token_dict_inv[ours._token_dict['hello']] == 'hello'
+
+
 # ---------------------------------------------------------------------------------- errors
 
 
@@ -252,10 +376,6 @@ def test_errors_name_the_argument(en):
         ours.encode('hello', 3)
     with pytest.raises(TypeError, match='text must be str'):
         ours.tokenize(None)
-    with pytest.raises(ValueError, match='first_text is empty'):
-        ours.encode('')
-    with pytest.raises(ValueError, match='second_text is empty'):
-        ours.encode('hello', '')
     with pytest.raises(ValueError, match='first_text is not valid UTF-8'):
         ours.encode(b'\xff\xfe caf\xe9')
     with pytest.raises(ValueError, match='maxlen=1 is too small: two segments'):
@@ -264,8 +384,8 @@ def test_errors_name_the_argument(en):
         ours.tokenize('hello', maxlen=1)
     with pytest.raises(ValueError, match='truncate_from'):
         ours.encode('hello world', maxlen=3, truncate_from='middle')
-    with pytest.raises(ValueError, match=r'first_texts\[1\] is empty'):
-        ours.encode_batch(['hello', ''])
+    with pytest.raises(TypeError, match=r'first_texts\[1\] must be str, got NoneType'):
+        ours.encode_batch(['hello', None])
     with pytest.raises(TypeError, match='first_texts must be a list'):
         ours.encode_batch('hello')
     with pytest.raises(ValueError, match='differ in length'):
@@ -370,5 +490,13 @@ def test_sp_tokenizer_errors(tmp_path):
     ours = SpTokenizer(_data('spm', 't5_tokenizer_base.model'), token_start=None, token_end='</s>')
     with pytest.raises(TypeError, match='first_text'):
         ours.encode(None)
-    with pytest.raises(ValueError, match='first_text is empty'):
-        ours.encode('')
+
+
+def test_sp_tokenizer_empty_text():
+    # bert4keras 0.11.5: the pieces of '' (none, as sentencepiece says) and the end token.
+    path = _data('spm', 't5_tokenizer_base.model')
+    sp = sentencepiece.SentencePieceProcessor(model_file=path)
+    ours = SpTokenizer(path, token_start=None, token_end='</s>')
+    assert sp.encode('') == []
+    assert ours.tokenize('') == ['</s>']
+    assert ours.encode('') == ([sp.eos_id()], [0])
