@@ -22,6 +22,95 @@ from bert4keras.backend import (
 register = keras.saving.register_keras_serializable(package="bert4keras")
 
 
+def _first_mask(mask):
+    """The Keras mask of a layer's first input (``mask`` is one mask or a list, one per input)."""
+    return mask[0] if isinstance(mask, (list, tuple)) else mask
+
+
+def _keras_mask(x):
+    """The Keras mask a symbolic tensor carries (None without one)."""
+    return getattr(x, "_keras_mask", None)
+
+
+class NodeAccessors:
+    """Keras 2's per-call accessors, for bert4keras 0.11.5 scripts that read a layer's inputs or
+    outputs at one of its calls, e.g. ``model.get_layer('Transformer-FeedForward-Norm')
+    .get_output_at(3)`` (ALBERT's shared blocks) or ``bert.model.layers[-2].get_output_at(-1)``.
+
+    ``node_index`` counts the layer's calls in the functional graphs built so far (negative
+    counts from the last). Mixed into every layer class the model builders create.
+    Raises:
+        ValueError: the layer has no call with that index.
+    Source: Keras 2.3 ``Layer.get_output_at`` and friends.
+    """
+
+    def _call_node(self, node_index):
+        nodes = [node for node in self._inbound_nodes if not node.is_input]
+        if not -len(nodes) <= node_index < len(nodes):
+            raise ValueError(
+                f"Layer '{self.name}' has been called {len(nodes)} time(s) in a functional graph; "
+                f"node_index={node_index} is out of range."
+            )
+        return nodes[node_index]
+
+    def get_input_at(self, node_index):
+        """The input of call ``node_index``: a KerasTensor, or the list the layer was called on."""
+        return self._call_node(node_index).arguments.args[0]
+
+    def get_output_at(self, node_index):
+        """The output of call ``node_index``: a KerasTensor (a list for several outputs)."""
+        outputs = self._call_node(node_index).output_tensors
+        return outputs[0] if len(outputs) == 1 else list(outputs)
+
+    def get_input_shape_at(self, node_index):
+        return keras.tree.map_structure(lambda x: tuple(x.shape), self.get_input_at(node_index))
+
+    def get_output_shape_at(self, node_index):
+        return keras.tree.map_structure(lambda x: tuple(x.shape), self.get_output_at(node_index))
+
+    def get_input_mask_at(self, node_index):
+        return keras.tree.map_structure(_keras_mask, self.get_input_at(node_index))
+
+    def get_output_mask_at(self, node_index):
+        return keras.tree.map_structure(_keras_mask, self.get_output_at(node_index))
+
+
+@register
+class Add(NodeAccessors, keras.layers.Add):
+    """`keras.layers.Add` with Keras 2's node accessors and mask rule: the output's mask is the
+    AND of the inputs' masks that exist (Keras 3 drops it when any input has none, which would
+    lose the padding mask at ``token + segment`` embeddings). Source: Keras 2.3 ``_Merge``."""
+
+    def compute_mask(self, inputs, mask=None):
+        masks = [m for m in (mask or []) if m is not None]
+        if not masks:
+            return None
+        output_mask = masks[0]
+        for m in masks[1:]:
+            output_mask = ops.logical_and(output_mask, m)
+        return output_mask
+
+
+@register
+class Dense(NodeAccessors, keras.layers.Dense):
+    """`keras.layers.Dense` with Keras 2's node accessors."""
+
+
+@register
+class Dropout(NodeAccessors, keras.layers.Dropout):
+    """`keras.layers.Dropout` with Keras 2's node accessors."""
+
+
+@register
+class Activation(NodeAccessors, keras.layers.Activation):
+    """`keras.layers.Activation` with Keras 2's node accessors."""
+
+
+@register
+class Rescaling(NodeAccessors, keras.layers.Rescaling):
+    """`keras.layers.Rescaling` with Keras 2's node accessors."""
+
+
 def query_positions(seq_len, start_index=None):
     """Positions ``start + arange(seq_len)`` of a chunk; ``start_index`` is a scalar or
     ``(batch_size,)`` int tensor (its first entry is used) in incremental decoding."""
@@ -32,19 +121,30 @@ def query_positions(seq_len, start_index=None):
 
 
 @register
-class Embedding(keras.layers.ReversibleEmbedding):
+class Embedding(NodeAccessors, keras.layers.ReversibleEmbedding):
     """Token embedding whose table doubles as the tied output projection.
 
-    ``mode='embedding'``: int token_ids ``(batch_size, seq_len)`` -> ``(batch_size, seq_len,
-    output_dim)``. ``mode='dense'``: hidden states ``(batch_size, seq_len, output_dim)`` ->
-    logits ``(batch_size, seq_len, input_dim)`` (multiplied by the transposed table), as
-    bert4keras's ``Embedding(mode='dense')`` for the MLM head.
+    ``mode='embedding'``: token_ids ``(batch_size, seq_len)`` (int, or float holding integers
+    as bert4keras 0.11.5's inputs) -> ``(batch_size, seq_len, output_dim)``.
+    ``mode='dense'``: hidden states ``(batch_size, seq_len, output_dim)`` -> logits
+    ``(batch_size, seq_len, input_dim)`` (multiplied by the transposed table), as bert4keras's
+    ``Embedding(mode='dense')`` for the MLM head.
+
+    Args:
+        input_dim, output_dim: int, rows (vocab_size) and width of the table.
+        pad_id: int or None. When set, the embedding's Keras mask is ``token_ids != pad_id``
+            with the first position always kept (as bert4keras 0.11.5's ``mask_zero``, which
+            kept it for T5's decoder, whose start token is the pad id); the mask then follows
+            the hidden states to the model's outputs (``Loss.compute_loss(inputs, mask)``,
+            Keras-masked losses). In ``mode='dense'`` the incoming mask passes through.
     Weights: ``embeddings`` of shape ``(input_dim, output_dim)``.
     """
 
-    def __init__(self, input_dim, output_dim, **kwargs):
+    def __init__(self, input_dim, output_dim, pad_id=None, **kwargs):
         kwargs.setdefault("tie_weights", True)
         super().__init__(input_dim, output_dim, **kwargs)
+        self.pad_id = pad_id
+        self.supports_masking = True
 
     def call(self, inputs, mode="embedding"):
         return super().call(inputs, reverse=(mode == "dense"))
@@ -52,9 +152,20 @@ class Embedding(keras.layers.ReversibleEmbedding):
     def compute_output_spec(self, inputs, mode="embedding"):
         return super().compute_output_spec(inputs, reverse=(mode == "dense"))
 
+    def compute_mask(self, inputs, mask=None):
+        if len(inputs.shape) != 2:  # mode='dense': hidden states in, logits out
+            return mask
+        if self.pad_id is None:
+            return None
+        mask = ops.not_equal(inputs, ops.cast(self.pad_id, inputs.dtype))
+        return ops.concatenate([ops.ones_like(mask[:, :1]), mask[:, 1:]], axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "pad_id": self.pad_id}
+
 
 @register
-class PositionEmbedding(keras.layers.Layer):
+class PositionEmbedding(NodeAccessors, keras.layers.Layer):
     """Trainable absolute position embedding, merged with its input.
 
     Args:
@@ -137,6 +248,9 @@ class PositionEmbedding(keras.layers.Layer):
         embeddings = ops.broadcast_to(embeddings, ops.shape(inputs)[:2] + (self.output_dim,))
         return ops.concatenate([inputs, embeddings], axis=-1)
 
+    def compute_mask(self, inputs, mask=None):
+        return _first_mask(mask)
+
     def compute_output_shape(self, input_shape, **kwargs):
         if self.custom_position_ids:
             input_shape = input_shape[0]
@@ -159,7 +273,7 @@ class PositionEmbedding(keras.layers.Layer):
 
 
 @register
-class LayerNormalization(keras.layers.Layer):
+class LayerNormalization(NodeAccessors, keras.layers.Layer):
     """Layer normalization over the last axis, optionally conditioned on another input.
 
     ``y = (x - mean) / sqrt(var + epsilon) * gamma + beta``, computed in float32. With
@@ -266,6 +380,9 @@ class LayerNormalization(keras.layers.Layer):
             x = x + beta
         return ops.cast(x, self.compute_dtype)
 
+    def compute_mask(self, inputs, mask=None):
+        return _first_mask(mask)
+
     def compute_output_shape(self, input_shape):
         return input_shape[0] if self.conditional else input_shape
 
@@ -285,7 +402,7 @@ class LayerNormalization(keras.layers.Layer):
 
 
 @register
-class MultiHeadAttention(keras.layers.Layer):
+class MultiHeadAttention(NodeAccessors, keras.layers.Layer):
     """Multi-head scaled dot-product attention (Vaswani et al. 2017, sec. 3.2).
 
     Inputs: ``[q, k, v]``, then optionally ``a_bias``, then optionally a position tensor for
@@ -444,6 +561,10 @@ class MultiHeadAttention(keras.layers.Layer):
             return [o, scores]
         return o
 
+    def compute_mask(self, inputs, mask=None):
+        mask = _first_mask(mask)  # the queries' padding mask
+        return [mask, None] if self.return_attention_scores else mask
+
     def compute_output_shape(self, inputs_shape, cache_shape=None):
         q_shape, k_shape = inputs_shape[0], inputs_shape[1]
         o_shape = tuple(q_shape[:-1]) + (self.out_dim,)
@@ -469,7 +590,7 @@ class MultiHeadAttention(keras.layers.Layer):
 
 
 @register
-class FeedForward(keras.layers.Layer):
+class FeedForward(NodeAccessors, keras.layers.Layer):
     """Position-wise feed-forward block: Dense(units, activation) -> Dense(input_dim).
 
     Args:
@@ -492,6 +613,7 @@ class FeedForward(keras.layers.Layer):
         self.activation = list(self.activation)
         self.use_bias = use_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.supports_masking = True
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
@@ -535,11 +657,15 @@ class FeedForward(keras.layers.Layer):
 
 
 @register
-class BiasAdd(keras.layers.Layer):
+class BiasAdd(NodeAccessors, keras.layers.Layer):
     """Adds a trainable bias vector on the last axis (bert4keras's ``MLM-Bias``).
 
     Input shape: ``(..., dim)``. Output shape: the same. Weights: ``bias`` ``(dim,)``.
     """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
 
     def build(self, input_shape):
         self.bias = self.add_weight(name="bias", shape=(input_shape[-1],), initializer="zeros")
@@ -552,7 +678,7 @@ class BiasAdd(keras.layers.Layer):
 
 
 @register
-class TakeToken(keras.layers.Layer):
+class TakeToken(NodeAccessors, keras.layers.Layer):
     """Selects one position of a sequence: ``(batch_size, seq_len, dim) -> (batch_size, dim)``.
 
     Used as bert4keras's ``Pooler`` (index 0, the [CLS] token) instead of a Lambda layer.
@@ -565,6 +691,9 @@ class TakeToken(keras.layers.Layer):
     def call(self, inputs):
         return inputs[:, self.index]
 
+    def compute_mask(self, inputs, mask=None):
+        return None
+
     def compute_output_shape(self, input_shape):
         return (input_shape[0],) + tuple(input_shape[2:])
 
@@ -573,7 +702,7 @@ class TakeToken(keras.layers.Layer):
 
 
 @register
-class AttentionMask(keras.layers.Layer):
+class AttentionMask(NodeAccessors, keras.layers.Layer):
     """Boolean attention mask ``(batch_size, 1, q_len or 1, k_len)``, True where attention is allowed.
 
     Args:
@@ -635,6 +764,9 @@ class AttentionMask(keras.layers.Layer):
             mask = ops.logical_or(mask, ops.logical_and(k_pos[None, None, :] < prefix, q_pos[None, :, None] < prefix))
         return mask[:, None]
 
+    def compute_mask(self, inputs, mask=None):
+        return None
+
     def compute_output_spec(self, inputs, start_index=None, key_length=None):
         token_ids = inputs[0] if self.mode == "unilm" else inputs
         batch_size, seq_len = token_ids.shape[:2]
@@ -648,7 +780,7 @@ class AttentionMask(keras.layers.Layer):
 
 
 @register
-class SequenceMasking(keras.layers.Layer):
+class SequenceMasking(NodeAccessors, keras.layers.Layer):
     """Zeroes the positions of padding tokens: ``x * (token_ids != pad_id)[..., None]``.
 
     Inputs: ``[x, token_ids]``, x ``(batch_size, seq_len, hidden_size)``, token_ids
@@ -663,6 +795,9 @@ class SequenceMasking(keras.layers.Layer):
         x, token_ids = inputs
         return x * ops.cast(ops.not_equal(token_ids, self.pad_id), x.dtype)[..., None]
 
+    def compute_mask(self, inputs, mask=None):
+        return _first_mask(mask)
+
     def compute_output_shape(self, input_shape):
         return input_shape[0]
 
@@ -671,7 +806,7 @@ class SequenceMasking(keras.layers.Layer):
 
 
 @register
-class SinusoidalPositionEmbedding(keras.layers.Layer):
+class SinusoidalPositionEmbedding(NodeAccessors, keras.layers.Layer):
     """Fixed sinusoidal position embedding (Vaswani et al. 2017), interleaved sin/cos.
 
     Args:
@@ -704,6 +839,9 @@ class SinusoidalPositionEmbedding(keras.layers.Layer):
             return embeddings
         return ops.concatenate([inputs, embeddings], axis=-1)
 
+    def compute_mask(self, inputs, mask=None):
+        return _first_mask(mask)
+
     def compute_output_shape(self, input_shape, **kwargs):
         if self.custom_position_ids:
             input_shape = input_shape[0]
@@ -732,7 +870,7 @@ class Sinusoidal(keras.initializers.Initializer):
 
 
 @register
-class RelativePositionEmbedding(keras.layers.Layer):
+class RelativePositionEmbedding(NodeAccessors, keras.layers.Layer):
     """Clipped relative position embedding of Shaw et al. 2018, as used by NEZHA.
 
     Row ``clip(j - i, -m, m) + m`` of an ``(input_dim = 2m + 1, output_dim)`` table for query
@@ -769,6 +907,9 @@ class RelativePositionEmbedding(keras.layers.Layer):
     def call(self, inputs, start_index=None, key_length=None):
         position_ids = self.compute_position_ids(inputs, start_index, key_length)
         return ops.take(self.embeddings, position_ids, axis=0)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
 
     def get_config(self):
         return {
@@ -857,7 +998,7 @@ def _span_masks(logits, mask, tril_mask):
 
 
 @register
-class GlobalPointer(keras.layers.Layer):
+class GlobalPointer(NodeAccessors, keras.layers.Layer):
     """Span scorer for (nested) NER: one logit per entity type and (start, end) token pair.
 
     ``s_t(i, j) = q_{t,i} . k_{t,j} / sqrt(head_size)``, where ``[q_t, k_t]`` come from one
@@ -982,7 +1123,7 @@ class EfficientGlobalPointer(GlobalPointer):
 
 
 @register
-class ConditionalRandomField(keras.layers.Layer):
+class ConditionalRandomField(NodeAccessors, keras.layers.Layer):
     """Linear-chain CRF on top of per-token label scores; the layer carries the loss.
 
     The layer itself passes the emission scores through, writing -1e12 at padding so that
@@ -1212,7 +1353,7 @@ class MaximumEntropyMarkovModel(ConditionalRandomField):
 
 
 @register
-class Loss(keras.layers.Layer):
+class Loss(NodeAccessors, keras.layers.Layer):
     """Base of layers that add a loss computed from several tensors of the model.
 
     For losses that are not a function of ``(y_true, y_pred)`` alone (e.g. a seq2seq

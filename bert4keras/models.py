@@ -17,8 +17,12 @@ from keras import ops
 from bert4keras.backend import get_activation
 from bert4keras.checkpoints import CheckpointReader, T, Var, as_var, collect_stored, write_tf_checkpoint
 from bert4keras.layers import (
+    Activation,
+    Add,
     AttentionMask,
     BiasAdd,
+    Dense,
+    Dropout,
     Embedding,
     FeedForward,
     LayerNormalization,
@@ -26,6 +30,7 @@ from bert4keras.layers import (
     PositionEmbedding,
     RelativePositionEmbedding,
     RelativePositionEmbeddingT5,
+    Rescaling,
     SequenceMasking,
     Sinusoidal,
     SinusoidalPositionEmbedding,
@@ -59,7 +64,16 @@ class Transformer:
         application: ``'encoder'``, ``'lm'`` (causal mask) or ``'unilm'`` (seq2seq mask).
         ignore_invalid_weights: bool, warn instead of raising on missing/mis-shaped variables.
         layers: dict of already-built layers to share (T5's encoder and decoder).
+        prefix: str, prepended to the name of every layer and input (two models side by side,
+            e.g. BERT-of-Theseus's ``'Predecessor-'`` and ``'Successor-'``); the checkpoint
+            mappings keep the unprefixed names.
         name: str, the Keras model's name.
+    Attributes after `build`: ``model``; ``inputs``/``input`` and ``outputs``/``output`` (the
+    model's, a list and its single element when there is one, as bert4keras 0.11.5).
+    Inputs are float32, as bert4keras 0.11.5's (floatx) inputs were, so that scripts may do
+    float arithmetic with token and segment ids (e.g. a loss multiplied by ``segment_ids``);
+    layers cast them to int where they index. float32 rather than floatx keeps every id exact
+    whatever ``floatx`` is.
     """
 
     default_layer_norm_epsilon = 1e-12
@@ -90,6 +104,7 @@ class Transformer:
         application="encoder",
         ignore_invalid_weights=False,
         layers=None,
+        prefix=None,
         name=None,
         **kwargs,
     ):
@@ -124,6 +139,7 @@ class Transformer:
         self.application = application
         self.ignore_invalid_weights = ignore_invalid_weights
         self.name = name
+        self.prefix = prefix or ""
         self.layers = {} if layers is None else layers
         self.position_bias = None
         self._cache = None  # set while `build_cache_model` runs
@@ -163,39 +179,60 @@ class Transformer:
         if additional_input_layers is not None:
             extra = additional_input_layers
             inputs = inputs + (list(extra) if isinstance(extra, (list, tuple)) else [extra])
-        self.inputs = inputs
-        self.attention_mask = self.compute_attention_mask(inputs)
-        x = self.apply_embeddings(inputs)
+        self.set_inputs(inputs)
+        x = self.apply_embeddings(self.inputs)
         for index in range(self.num_hidden_layers):
             x = self.apply_main_layers(x, index)
-        outputs = self.apply_final_layers(x)
-        self.outputs = outputs if isinstance(outputs, list) else [outputs]
-        self.model = keras.Model(
-            self.inputs if len(self.inputs) > 1 else self.inputs[0],
-            outputs,
-            name=self.name,
-        )
+        self.set_outputs(self.apply_final_layers(x))
+        self.model = keras.Model(self.input, self.output, name=self.name)
         self.built = True
+
+    def set_inputs(self, inputs):
+        """``inputs`` (a list) and ``input`` (the single input, or the list)."""
+        self.inputs = list(inputs)
+        self.input = self.inputs[0] if len(self.inputs) == 1 else self.inputs
+
+    def set_outputs(self, outputs):
+        """``outputs`` (a list) and ``output`` (the single output, or the list)."""
+        self.outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        self.output = self.outputs[0] if len(self.outputs) == 1 else self.outputs
 
     def apply(self, inputs=None, layer=None, arguments=None, **kwargs):
         """Call the layer named ``kwargs['name']`` on ``inputs``, creating it on first use.
 
         Dropout with rate 0 is skipped. ``inputs=None`` returns the layer itself.
         """
-        if layer is keras.layers.Dropout and not kwargs.get("rate"):
+        if layer is Dropout and not kwargs.get("rate"):
             return inputs
         name = kwargs["name"]
         if name not in self.layers:
-            self.layers[name] = layer(**kwargs)
+            self.layers[name] = layer(**dict(kwargs, name=self.prefix + name))
         if inputs is None:
             return self.layers[name]
         return self.layers[name](inputs, **(arguments or {}))
 
-    def input(self, name, shape=None, dtype="int32"):
+    def input(self, name, shape=None, dtype="float32"):
         shape = (self.sequence_length,) if shape is None else shape
         if name not in self.layers:
-            self.layers[name] = keras.Input(shape=shape, dtype=dtype, name=name)
+            self.layers[name] = keras.Input(shape=shape, dtype=dtype, name=self.prefix + name)
         return self.layers[name]
+
+    def apply_embeddings(self, inputs):
+        """The embeddings of ``inputs`` (tensors as `get_inputs` gives), ``(batch_size, seq_len,
+        hidden_size)``.
+
+        Also computes the attention mask for these inputs (and forgets the position bias of
+        earlier ones), so that `apply_main_layers` can then run on other tensors than the
+        model's own inputs: BERT-of-Theseus builds a new graph from
+        ``predecessor.apply_embeddings(inputs)`` and ``successor.apply_main_layers(x, i)``.
+        """
+        self.position_bias = None
+        self.attention_mask = self.compute_attention_mask(inputs)
+        return self.embed(inputs)
+
+    def embed(self, inputs):
+        """The family's embedding layers (token, segment, position, norm, ...)."""
+        raise NotImplementedError
 
     def compute_attention_mask(self, inputs):
         """Boolean mask ``(batch_size, 1, q_len or 1, k_len)`` for `self.application`."""
@@ -249,9 +286,7 @@ class Transformer:
         `get_inputs`), reusing every layer (and weight); returns the final output."""
         saved = (self.attention_mask, self.position_bias, getattr(self, "inputs", None))
         try:
-            self.position_bias = None
             self.inputs = list(inputs)
-            self.attention_mask = self.compute_attention_mask(self.inputs)
             x = self.apply_embeddings(self.inputs)
             for i in range(self.num_hidden_layers):
                 x = self.apply_main_layers(x, i)
@@ -633,12 +668,12 @@ class BERT(Transformer):
         return self.apply(inputs=x, layer=LayerNormalization, epsilon=self.layer_norm_epsilon, name=name, **kwargs)
 
     def dropout(self, x, name):
-        return self.apply(inputs=x, layer=keras.layers.Dropout, rate=self.dropout_rate, name=name)
+        return self.apply(inputs=x, layer=Dropout, rate=self.dropout_rate, name=name)
 
     def dense(self, x, units, name, activation=None, use_bias=None):
         return self.apply(
             inputs=x,
-            layer=keras.layers.Dense,
+            layer=Dense,
             units=units,
             activation=get_activation(activation),
             use_bias=self.use_bias if use_bias is None else use_bias,
@@ -654,25 +689,26 @@ class BERT(Transformer):
             input_dim=self.vocab_size,
             output_dim=self.embedding_size,
             embeddings_initializer=self.initializer,
+            pad_id=self.pad_token_id,
             name="Embedding-Token",
         )
         if self.segment_vocab_size > 0:
             s = self.apply(
                 inputs=inputs[1],
-                layer=keras.layers.Embedding,
+                layer=Embedding,
                 input_dim=self.segment_vocab_size,
                 output_dim=self.embedding_size,
                 embeddings_initializer=self.initializer,
                 name="Embedding-Segment",
             )
-            x = self.apply(inputs=[x, s], layer=keras.layers.Add, name="Embedding-Token-Segment")
+            x = self.apply(inputs=[x, s], layer=Add, name="Embedding-Token-Segment")
         return x
 
     def apply_position_embeddings(self, x, inputs):
         if self.p_bias is not None:  # relative / rotary families have no absolute positions
             return x
         if self.custom_position_ids:
-            x = [x, inputs[-1]]
+            x = [x, inputs[2 if self.segment_vocab_size > 0 else 1]]
         return self.apply(
             inputs=x,
             layer=PositionEmbedding,
@@ -686,7 +722,7 @@ class BERT(Transformer):
             name="Embedding-Position",
         )
 
-    def apply_embeddings(self, inputs):
+    def embed(self, inputs):
         x = self.apply_token_embeddings(inputs)
         x = self.apply_position_embeddings(x, inputs)
         x = self.norm(x, "Embedding-Norm")
@@ -740,12 +776,12 @@ class BERT(Transformer):
         xi = x
         x = self.attention(x, attention_name, mask=self.attention_mask, position=position)
         x = self.dropout(x, f"{attention_name}-Dropout")
-        x = self.apply(inputs=[xi, x], layer=keras.layers.Add, name=f"{attention_name}-Add")
+        x = self.apply(inputs=[xi, x], layer=Add, name=f"{attention_name}-Add")
         x = self.norm(x, f"{attention_name}-Norm")
         xi = x
         x = self.feed_forward(x, feed_forward_name)
         x = self.dropout(x, f"{feed_forward_name}-Dropout")
-        x = self.apply(inputs=[xi, x], layer=keras.layers.Add, name=f"{feed_forward_name}-Add")
+        x = self.apply(inputs=[xi, x], layer=Add, name=f"{feed_forward_name}-Add")
         x = self.norm(x, f"{feed_forward_name}-Norm")
         return x
 
@@ -767,7 +803,7 @@ class BERT(Transformer):
         y = self.apply(inputs=y, layer=Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
         y = self.apply(inputs=y, layer=BiasAdd, name="MLM-Bias")
         activation = "softmax" if self.with_mlm is True else self.with_mlm
-        return self.apply(inputs=y, layer=keras.layers.Activation, activation=activation, name="MLM-Activation")
+        return self.apply(inputs=y, layer=Activation, activation=activation, name="MLM-Activation")
 
     def apply_final_layers(self, x):
         outputs = [x]
@@ -1047,7 +1083,7 @@ class RoFormerV2(RoFormer):
     def norm(self, x, name):
         return super().norm(x, name, zero_mean=False, scale=False, center=False)
 
-    def apply_embeddings(self, inputs):
+    def embed(self, inputs):
         x = self.apply_token_embeddings(inputs)
         x = self.dropout(x, "Embedding-Dropout")
         x = self.norm(x, "Embedding-Norm")
@@ -1063,7 +1099,7 @@ class RoFormerV2(RoFormer):
         x = self.dropout(x, "Output-MLM-Dropout")
         x = self.apply(inputs=x, layer=Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
         activation = "softmax" if self.with_mlm is True else self.with_mlm
-        return self.apply(inputs=x, layer=keras.layers.Activation, activation=activation, name="Output-MLM-Activation")
+        return self.apply(inputs=x, layer=Activation, activation=activation, name="Output-MLM-Activation")
 
     def variable_mapping(self):
         mapping = super().variable_mapping()
@@ -1155,7 +1191,7 @@ class GPT(BERT):
         self.with_pool = self.with_mlm = False
         self.final_activation = final_activation
 
-    def apply_embeddings(self, inputs):
+    def embed(self, inputs):
         x = self.apply_token_embeddings(inputs)
         x = self.apply_position_embeddings(x, inputs)
         x = self.dropout(x, "Embedding-Dropout")
@@ -1167,7 +1203,7 @@ class GPT(BERT):
         if self.embedding_size != self.hidden_size:
             x = self.dense(x, self.embedding_size, "Output-Mapping")
         x = self.apply(inputs=x, layer=Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
-        return self.apply(inputs=x, layer=keras.layers.Activation, activation=self.final_activation, name="LM-Activation")
+        return self.apply(inputs=x, layer=Activation, activation=self.final_activation, name="LM-Activation")
 
     def variable_mapping(self):
         mapping = {}
@@ -1205,12 +1241,12 @@ class GPT2(GPT):
         x = self.norm(x, f"{attention_name}-Norm")
         x = self.attention(x, attention_name, mask=self.attention_mask)
         x = self.dropout(x, f"{attention_name}-Dropout")
-        x = self.apply(inputs=[xi, x], layer=keras.layers.Add, name=f"{attention_name}-Add")
+        x = self.apply(inputs=[xi, x], layer=Add, name=f"{attention_name}-Add")
         xi = x
         x = self.norm(x, f"{feed_forward_name}-Norm")
         x = self.feed_forward(x, feed_forward_name)
         x = self.dropout(x, f"{feed_forward_name}-Dropout")
-        return self.apply(inputs=[xi, x], layer=keras.layers.Add, name=f"{feed_forward_name}-Add")
+        return self.apply(inputs=[xi, x], layer=Add, name=f"{feed_forward_name}-Add")
 
     def apply_final_layers(self, x):
         x = self.norm(x, "Output-Norm")
@@ -1282,7 +1318,7 @@ class GPT2_ML(GPT):
         kwargs["segment_vocab_size"] = 0
         super().__init__(**kwargs)
 
-    def apply_embeddings(self, inputs):
+    def embed(self, inputs):
         x = self.apply_token_embeddings(inputs)
         x = self.apply_position_embeddings(x, inputs)
         x = self.norm(x, "Embedding-Norm")
@@ -1296,12 +1332,12 @@ class GPT2_ML(GPT):
         xi = x
         x = self.attention(x, attention_name, mask=self.attention_mask)
         x = self.dropout(x, f"{attention_name}-Dropout")
-        x = self.apply(inputs=[xi, x], layer=keras.layers.Add, name=f"{attention_name}-Add")
+        x = self.apply(inputs=[xi, x], layer=Add, name=f"{attention_name}-Add")
         xi = x
         x = self.norm(x, f"{feed_forward_name}-Norm-0")
         x = self.feed_forward(x, feed_forward_name)
         x = self.dropout(x, f"{feed_forward_name}-Dropout")
-        x = self.apply(inputs=[xi, x], layer=keras.layers.Add, name=f"{feed_forward_name}-Add")
+        x = self.apply(inputs=[xi, x], layer=Add, name=f"{feed_forward_name}-Add")
         return self.norm(x, f"{feed_forward_name}-Norm-1")
 
     def variable_mapping(self):
@@ -1386,7 +1422,7 @@ class T5_Base(Transformer):
         )
 
     def dropout(self, x, name):
-        return self.apply(inputs=x, layer=keras.layers.Dropout, rate=self.dropout_rate, name=name)
+        return self.apply(inputs=x, layer=Dropout, rate=self.dropout_rate, name=name)
 
     def attention(self, x, name, mask=None, context=None, position=None):
         self_attention = context is None
@@ -1422,7 +1458,7 @@ class T5_Base(Transformer):
         """x + Dropout(sublayer(RMSNorm(x))), the T5 pre-norm residual."""
         y = sublayer(self.norm(x, f"{name}-Norm"))
         y = self.dropout(y, f"{name}-Dropout")
-        return self.apply(inputs=[x, y], layer=keras.layers.Add, name=f"{name}-Add")
+        return self.apply(inputs=[x, y], layer=Add, name=f"{name}-Add")
 
     def relative_position(self, q, k, bidirectional, name, self_attention=True):
         return self.apply(
@@ -1444,6 +1480,7 @@ class T5_Base(Transformer):
             input_dim=self.vocab_size,
             output_dim=self.embedding_size,
             embeddings_initializer=self.initializer,
+            pad_id=self.pad_token_id,
             name="Embedding-Token",
         )
 
@@ -1546,7 +1583,8 @@ class T5_Encoder(T5_Base):
         return self.apply(inputs=inputs[0], layer=AttentionMask, mode="padding", pad_id=self.pad_token_id,
                           name="Encoder-Attention-Mask")
 
-    def apply_embeddings(self, inputs):
+    def embed(self, inputs):
+        self.token_ids = inputs[0]  # padding rows of the output are zeroed by these ids
         x = self.token_embeddings(inputs[0])
         x = self.dropout(x, "Encoder-Embedding-Dropout")
         self.position_bias = self.relative_position(x, x, True, "Encoder-Embedding-Relative-Position")
@@ -1562,7 +1600,7 @@ class T5_Encoder(T5_Base):
     def apply_final_layers(self, x):
         x = self.norm(x, "Encoder-Output-Norm")
         x = self.dropout(x, "Encoder-Output-Dropout")
-        return self.apply(inputs=[x, self.inputs[0]], layer=SequenceMasking, pad_id=self.pad_token_id,
+        return self.apply(inputs=[x, self.token_ids], layer=SequenceMasking, pad_id=self.pad_token_id,
                           name="Encoder-Output-Masked")
 
 
@@ -1597,7 +1635,7 @@ class T5_Decoder(T5_Base):
         return self.apply(inputs=inputs[1], layer=AttentionMask, arguments=self.cache_arguments(key_length=True),
                           mode="causal", pad_id=None, name="Decoder-Attention-Mask")
 
-    def apply_embeddings(self, inputs):
+    def embed(self, inputs):
         c, x = inputs
         x = self.token_embeddings(x)
         x = self.dropout(x, "Decoder-Embedding-Dropout")
@@ -1628,14 +1666,14 @@ class T5_Decoder(T5_Base):
             return x
         activation = "softmax" if self.with_lm is True else self.with_lm
         if self.version == "t5.1.0":
-            x = self.apply(inputs=x, layer=keras.layers.Rescaling, scale=self.hidden_size**-0.5,
+            x = self.apply(inputs=x, layer=Rescaling, scale=self.hidden_size**-0.5,
                            name="Decoder-Output-Scale")
             x = self.apply(inputs=x, layer=Embedding, arguments={"mode": "dense"}, name="Embedding-Token")
-            return self.apply(inputs=x, layer=keras.layers.Activation, activation=activation,
+            return self.apply(inputs=x, layer=Activation, activation=activation,
                               name="Decoder-Output-LM-Activation")
         return self.apply(
             inputs=x,
-            layer=keras.layers.Dense,
+            layer=Dense,
             units=self.vocab_size,
             activation=activation,
             use_bias=False,
