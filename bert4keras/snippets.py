@@ -1,13 +1,24 @@
 """Training-script utilities: padding, truncation, text splitting, `DataGenerator`, multiprocess
-map (`parallel_apply`) and a resumable `BackupAndRestore` callback.
+map (`parallel_apply`), a resumable `BackupAndRestore` callback, and the rest of bert4keras
+0.11.5's snippets: its file class `open` (line-indexed random access), string helpers,
+`insert_arguments`/`delete_arguments`, longest common substring/subsequence.
 
-NumPy only at import time. `DataGenerator.to_dataset` imports TensorFlow and
+NumPy only at import time. `DataGenerator.to_dataset` imports TensorFlow,
 `DataGenerator.to_pydataset` imports Keras, each when called.
+
+The module-level name `open` is bert4keras's file class, so that `from bert4keras.snippets
+import open` works as in 0.11.5; it shadows the builtin here too: code in this module that
+needs the builtin calls `builtins.open`.
 """
 
+import builtins
+import codecs
 import functools
+import json
 import os
+import re
 import threading
+import unicodedata
 
 import numpy as np
 
@@ -1169,6 +1180,397 @@ def get_layer_output(model, name, inputs, node_index=0, return_attention_scores=
     clone.set_weights(layer.get_weights())
     _, scores = clone(*args, **kwargs)
     return keras.ops.convert_to_numpy(scores)
+
+
+# --------------------------------------------- bert4keras 0.11.5's other helpers: text, files, serving
+
+is_py2 = False  # bert4keras 0.11.5 ran on Python 2 and 3; scripts may test this flag
+
+# `from bert4keras.snippets import uniout` loaded the Python 2 `uniout` package, which made
+# `print` show Chinese inside lists and dicts; 0.11.5 gave None on Python 3, as here.
+uniout = None
+
+
+def convert_to_unicode(text, encoding='utf-8', errors='ignore'):
+    """`text` as str: bytes are decoded with `encoding` (undecodable bytes dropped by the
+    default `errors='ignore'`), anything else is returned unchanged.
+
+    Source: bert4keras 0.11.5 `convert_to_unicode`.
+    """
+    if isinstance(text, bytes):
+        text = text.decode(encoding, errors=errors)
+    return text
+
+
+def convert_to_str(text, encoding='utf-8', errors='ignore'):
+    """The same as `convert_to_unicode` on Python 3 (`str` is unicode); on Python 2 bert4keras
+    encoded unicode to bytes here.
+
+    Source: bert4keras 0.11.5 `convert_to_str`.
+    """
+    return convert_to_unicode(text, encoding, errors)
+
+
+def strQ2B(ustring):
+    """Full-width (quanjiao) forms to half-width (banjiao): U+3000 to a space and U+FF01..U+FF5E
+    (e.g. `Ａ`, `１`, `，`, `？`) to ASCII; other characters are unchanged.
+
+    Args:
+        ustring: str.
+    Returns:
+        str of the same length.
+    Source: bert4keras 0.11.5 `strQ2B` (its `unichr` was Python 2 only).
+    """
+    chars = []
+    for ch in ustring:
+        code = ord(ch)
+        if code == 0x3000:
+            code = 0x20
+        elif 0xFF01 <= code <= 0xFF5E:
+            code -= 0xFEE0
+        chars.append(chr(code))
+    return ''.join(chars)
+
+
+def string_matching(s, keywords):
+    """True when the regular expression of at least one of `keywords` is found in `s`
+    (`re.search`; plain words match as substrings).
+
+    Source: bert4keras 0.11.5 `string_matching`.
+    """
+    return any(re.search(k, s) for k in keywords)
+
+
+def is_one_of(x, ys):
+    """True when `x` is one of `ys` by identity (`is`): `x in ys` compares with `==`, which
+    fails or broadcasts for arrays and tensors.
+
+    Source: bert4keras 0.11.5 `is_one_of`.
+    """
+    return any(x is y for y in ys)
+
+
+def lowercase_and_normalize(text):
+    """Lowercase, decompose (NFD) and drop non-spacing marks (accents): `'Café'` -> `'cafe'`.
+
+    The normalization of uncased BERT vocabularies (`do_lower_case=True`).
+    Source: bert4keras 0.11.5 `lowercase_and_normalize`; Google BERT `_run_strip_accents`.
+    """
+    text = unicodedata.normalize('NFD', text.lower())
+    return ''.join(ch for ch in text if unicodedata.category(ch) != 'Mn')
+
+
+def insert_arguments(**arguments):
+    """Decorator for a method (mostly `__init__`) adding keyword arguments with defaults.
+
+    Each `name=default` becomes an attribute of `self` before the method runs: the caller's
+    value when it passes `name=...` (removed from the keywords the method sees), else
+    `default`. Used to give a subclass of a Keras layer new constructor arguments.
+
+    Example:
+        ``@insert_arguments(with_pool=False)`` on ``__init__(self, **kwargs)``: then
+        ``Model(with_pool=True).with_pool is True``.
+    Source: bert4keras 0.11.5 `insert_arguments`.
+    """
+    def decorator(func):
+        @functools.wraps(func)
+        def new_func(self, *args, **kwargs):
+            for name, default in arguments.items():
+                setattr(self, name, kwargs.pop(name, default))
+            return func(self, *args, **kwargs)
+
+        return new_func
+
+    return decorator
+
+
+def delete_arguments(*arguments):
+    """Decorator for a method (mostly `__init__`) refusing keyword arguments a parent accepts.
+
+    Raises:
+        TypeError: at call time, when one of `arguments` is passed by keyword, naming the
+            class and the argument, as Python does for an unexpected keyword.
+    Source: bert4keras 0.11.5 `delete_arguments`.
+    """
+    def decorator(func):
+        @functools.wraps(func)
+        def new_func(self, *args, **kwargs):
+            for name in arguments:
+                if name in kwargs:
+                    raise TypeError(
+                        "%s got an unexpected keyword argument '%s'" % (type(self).__name__, name)
+                    )
+            return func(self, *args, **kwargs)
+
+        return new_func
+
+    return decorator
+
+
+def longest_common_substring(source, target):
+    """Longest common contiguous slice of two sequences (str, list, ...).
+
+    Returns:
+        `(length, (i0, i1, j0, j1))` with `source[i0:i1] == target[j0:j1]` of that length;
+        `(0, (0, 0, 0, 0))` when nothing is shared. Of several longest slices, the one
+        starting first in `source`, then first in `target` (as `difflib`'s
+        `find_longest_match`).
+    Source: bert4keras 0.11.5 `longest_common_substring` (O(len(source) * len(target))).
+    """
+    best, span = 0, (0, 0, 0, 0)
+    previous = [0] * (len(target) + 1)  # previous[j]: common run ending at source[i-1], target[j-1]
+    for i, s in enumerate(source, 1):
+        current = [0] * (len(target) + 1)
+        for j, t in enumerate(target, 1):
+            if s == t:
+                current[j] = previous[j - 1] + 1
+                if current[j] > best:
+                    best = current[j]
+                    span = (i - best, i, j - best, j)
+        previous = current
+    return best, span
+
+
+def longest_common_subsequence(source, target):
+    """Longest common (not necessarily contiguous) subsequence of two sequences.
+
+    Returns:
+        `(length, mapping)`: `mapping` is a list of `length` pairs `(i, j)`, increasing in
+        both, with `source[i] == target[j]`. Of several longest subsequences one is
+        returned: built from the ends, equal last elements are always paired.
+    Source: bert4keras 0.11.5 `longest_common_subsequence` (O(len(source) * len(target))).
+    """
+    n, m = len(source), len(target)
+    table = [[0] * (m + 1) for _ in range(n + 1)]  # table[i][j]: LCS of source[:i], target[:j]
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            if source[i - 1] == target[j - 1]:
+                table[i][j] = table[i - 1][j - 1] + 1
+            else:
+                table[i][j] = max(table[i][j - 1], table[i - 1][j])
+    mapping, i, j = [], n, m
+    while i > 0 and j > 0:
+        if source[i - 1] == target[j - 1]:
+            mapping.append((i - 1, j - 1))
+            i, j = i - 1, j - 1
+        elif table[i][j - 1] > table[i - 1][j]:
+            j -= 1
+        else:
+            i -= 1
+    return table[n][m], mapping[::-1]
+
+
+def orthogonally_resize(a, new_shape, window=2):
+    """Resize an array to `new_shape` keeping its Frobenius norm, to grow a trained weight into
+    a larger model.
+
+    Along each axis that grows from `d1` to `d2`, the axis is cut into blocks of `window`
+    entries, each block repeated `ceil(d2 / d1)` times in place and the result cut to `d2`
+    (window 2, 4 -> 6: `[0, 1, 2, 3]` -> `[0, 1, 0, 1, 2, 3]`); an axis that shrinks is cut
+    to its first `d2` entries. The result is then scaled to the norm of `a`.
+
+    Args:
+        a: np.ndarray. new_shape: tuple of int, one per axis of `a`. window: int >= 1.
+    Returns:
+        np.ndarray of shape `new_shape`.
+    Raises:
+        ValueError: `new_shape` has not `a.ndim` entries, or a growing axis's size is not a
+            multiple of `window` (the message names the axis).
+    Source: bert4keras 0.11.5 `orthogonally_resize`.
+    """
+    a = np.asarray(a)
+    new_shape = tuple(int(d) for d in new_shape)
+    if len(new_shape) != a.ndim:
+        raise ValueError('new_shape %s has %d entries for an array of shape %s' % (new_shape, len(new_shape), a.shape))
+    norm = np.linalg.norm(a)
+    for axis, (d1, d2) in enumerate(zip(a.shape, new_shape)):
+        k = -(-d2 // d1) if d1 else 1
+        if k > 1:
+            if d1 % window:
+                raise ValueError(
+                    'axis %d grows from %d to %d but %d is not a multiple of window=%d' % (axis, d1, d2, d1, window)
+                )
+            blocks = a.reshape(a.shape[:axis] + (d1 // window, window) + a.shape[axis + 1:])
+            a = np.repeat(blocks, k, axis=axis).reshape(a.shape[:axis] + (d1 * k,) + a.shape[axis + 1:])
+    a = a[tuple(slice(0, d) for d in new_shape)]
+    return a / np.linalg.norm(a) * norm
+
+
+# ------------------------------------------------------------------------------- open (files)
+
+
+def _newline_is_one_byte(encoding):
+    """True when, in files of `encoding`, every byte 0x0A is a line feed and a line start
+    decodes from a fresh decoder (UTF-8, GBK, GB18030, Big5, Latin-1, ...), so line offsets
+    can be found on the raw bytes. Not so for UTF-16/32, BOM-writing and stateful codecs."""
+    try:
+        name = codecs.lookup(encoding).name
+        return '\n\r'.encode(encoding) == b'\n\r' and not name.startswith(('iso2022', 'utf-7', 'hz'))
+    except (LookupError, UnicodeError):
+        return False
+
+
+class open:
+    """bert4keras's file class: the builtin `open`, plus random access to a file's lines.
+
+    Imported as `from bert4keras.snippets import open`, it replaces the builtin in a script,
+    so `open(path)`, `open(path, 'w', encoding='utf-8')`, `json.load(open(path))`, `with`
+    blocks, iteration over lines, `read`, `write` work as usual: methods and attributes not
+    defined here (`read`, `readline`, `write`, `close`, `encoding`, `closed`, ...) are the
+    underlying file object's (`self.file`).
+
+    With `indexable`, the start of every line is recorded, so `f[i]` is line `i` (read with a
+    seek, without reading the lines before it) and `len(f)` the number of lines; iterating
+    goes through `f[0], f[1], ...` (lines end at `\\n`, `\\r\\n` or, in text mode, `\\r`, as
+    when reading). Offsets are byte positions (what `tell()` gives at a line start), so a
+    cache file written by bert4keras 0.11.5 for the same file is valid here and back.
+
+    Args:
+        name: path (str or os.PathLike), as for the builtin.
+        mode, encoding, errors: as for the builtin (`encoding=None` is the locale's).
+        indexable: False; True (index the lines on opening, one pass over the file); or the
+            path of a JSON cache of the offsets: read when it exists, else the file is
+            indexed and the list written there (atomically: a temporary file beside it, then
+            renamed). A cache is not checked against the file beyond its size: delete it when
+            the file changes.
+    Attributes:
+        file: the builtin file object. offsets: list of int (None when not indexable).
+    Raises:
+        the builtin's errors (FileNotFoundError, ...); TypeError: `indexable` is not a bool,
+        str or path; ValueError: `indexable` with a file not opened for reading, or a cache
+        that is not a list of offsets within the file (the message names the cache).
+    Source: bert4keras 0.11.5 `open`.
+    """
+
+    def __init__(self, name, mode='r', encoding=None, errors=None, indexable=False):
+        if not (isinstance(indexable, (bool, str)) or isinstance(indexable, os.PathLike)):
+            raise TypeError('indexable must be True, False or a cache path, got %s' % type(indexable).__name__)
+        self.file = builtins.open(name, mode, encoding=encoding, errors=errors)
+        self.offsets = None
+        self._iterator = None
+        if indexable is False:
+            return
+        try:
+            if not self.file.readable():
+                raise ValueError('indexable needs a file opened for reading, got mode %r' % mode)
+            cache = None if indexable is True else os.fspath(indexable)
+            if cache is not None and os.path.exists(cache):
+                self.offsets = self._read_cache(cache)
+            else:
+                self.create_indexes()
+                if cache is not None:
+                    self._write_cache(cache)
+        except BaseException:
+            self.file.close()
+            raise
+
+    def create_indexes(self):
+        """(Re)build `offsets`, the byte position of the start of each line, and rewind."""
+        binary = 'b' in self.file.mode
+        if binary or _newline_is_one_byte(self.file.encoding):
+            offsets = self._byte_offsets(self.file if binary else self.file.buffer, not binary)
+        else:
+            offsets = None
+        if offsets is None:  # decode to find the lines, as bert4keras did (slower)
+            self.file.seek(0)
+            offsets, offset = [], 0
+            while self.file.readline():
+                offsets.append(offset)
+                offset = self.file.tell()
+        self.file.seek(0)
+        self.offsets = offsets
+
+    @staticmethod
+    def _byte_offsets(raw, text_mode):
+        """Line starts found on the bytes; None when a lone `\\r` (a line end in text mode)
+        makes them differ from the decoded lines."""
+        raw.seek(0)
+        offsets, offset = [], 0
+        for line in raw:
+            if text_mode and b'\r' in line and line.find(b'\r') != len(line) - 2:
+                return None
+            offsets.append(offset)
+            offset += len(line)
+        return offsets
+
+    def _read_cache(self, cache):
+        try:
+            with builtins.open(cache, encoding='utf-8') as f:
+                offsets = json.load(f)
+        except ValueError as e:
+            raise ValueError(
+                'index cache %r is not valid JSON (%s): delete it to rebuild the index' % (cache, e)
+            ) from None
+        size = os.fstat(self.file.fileno()).st_size
+        if not (
+            isinstance(offsets, list)
+            and all(type(o) is int for o in offsets)
+            and all(0 <= a < b for a, b in zip(offsets, offsets[1:]))
+            and (not offsets or (offsets[0] == 0 and offsets[-1] < size))
+        ):
+            raise ValueError(
+                'index cache %r does not hold increasing line offsets within %r (%d bytes): '
+                'delete it to rebuild the index' % (cache, self.file.name, size)
+            )
+        return offsets
+
+    def _write_cache(self, cache):
+        import tempfile
+
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(cache)), prefix='.index-', suffix='.tmp')
+        try:
+            with builtins.open(fd, 'w', encoding='utf-8') as f:
+                json.dump(self.offsets, f)
+            os.replace(tmp, cache)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+    def __getitem__(self, i):
+        if self.offsets is None:
+            raise TypeError('this file is not indexable: open it with indexable=True')
+        self.file.seek(self.offsets[i])
+        return self.file.readline()
+
+    def __len__(self):
+        if self.offsets is None:
+            raise TypeError('this file is not indexable: open it with indexable=True')
+        return len(self.offsets)
+
+    def __iter__(self):
+        if self.offsets is None:
+            return self
+        return (self[i] for i in range(len(self.offsets)))
+
+    def __next__(self):
+        if self.offsets is None:
+            return next(self.file)
+        if self._iterator is None:
+            self._iterator = iter(self)
+        return next(self._iterator)
+
+    next = __next__  # bert4keras 0.11.5 (Python 2 name)
+
+    def seek(self, offset=0, whence=0):
+        """As the file's `seek`, with bert4keras's default `offset=0` (rewind)."""
+        return self.file.seek(offset, whence)
+
+    def __getattr__(self, name):
+        if name == 'file':  # not set yet: __init__ failed
+            raise AttributeError(name)
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.file.close()
+
+    def __repr__(self):
+        return '<bert4keras.snippets.open %r mode=%r%s>' % (
+            self.file.name, self.file.mode, '' if self.offsets is None else ' lines=%d' % len(self.offsets)
+        )
 
 
 def _backup_and_restore_class():

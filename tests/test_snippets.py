@@ -1,6 +1,7 @@
 """bert4keras.snippets: closed-form checks, and DataGenerator feeding model.fit on the active backend."""
 
 import os
+import unicodedata
 
 import keras
 import numpy as np
@@ -325,3 +326,306 @@ def test_bucket_by_on_an_iterable_and_through_a_batching_subclass():
     batches = _BatchGenerator(data, batch_size=10, buffer_size=50, bucket_by=lambda d: len(d[0]), seed=1)
     shapes = [x.shape for x, _ in batches.__iter__(random=True)]
     assert len(shapes) == 10 and sum(s[0] for s in shapes) == 100
+
+
+# ------------------------------------------------------------ bert4keras 0.11.5's other helpers
+
+
+def test_uniout_and_is_py2_are_python3_no_ops():
+    from bert4keras.snippets import is_py2, uniout
+
+    assert uniout is None and is_py2 is False
+
+
+def test_strQ2B_matches_nfkc_on_full_width_forms():
+    from bert4keras.snippets import strQ2B
+
+    full = '\u3000' + ''.join(chr(c) for c in range(0xFF01, 0xFF5F))
+    assert strQ2B(full) == unicodedata.normalize('NFKC', full)  # NFKC maps them to ASCII
+    assert strQ2B('中文，。ａｂ') == '中文,。ab'  # U+3002 (ideographic full stop) is not a full-width form
+
+
+def test_convert_to_unicode_and_str():
+    from bert4keras.snippets import convert_to_str, convert_to_unicode
+
+    assert convert_to_unicode('你好'.encode('utf-8')) == '你好'
+    assert convert_to_unicode(b'caf\xe9!') == 'caf!'  # errors='ignore' drops the bad byte
+    assert convert_to_unicode('你好'.encode('gbk'), 'gbk') == '你好'
+    assert convert_to_unicode('text') == 'text' and convert_to_unicode(3) == 3
+    assert convert_to_str(b'abc') == 'abc' and convert_to_str('abc') == 'abc'
+
+
+def test_string_matching_and_is_one_of():
+    from bert4keras.snippets import is_one_of, string_matching
+
+    assert string_matching('今天天气不错', ['下雨', '天气'])
+    assert string_matching('price: 42', [r'\d+$'])
+    assert not string_matching('abc', ['x', '^b'])
+    a, b = np.zeros(3), np.zeros(3)
+    with pytest.raises(ValueError):
+        a in [b, a]  # == on arrays is ambiguous: what is_one_of avoids
+    assert is_one_of(a, [b, a]) and not is_one_of(a, [b])
+
+
+def test_lowercase_and_normalize_matches_bert_normalizer():
+    from tokenizers.normalizers import BertNormalizer
+
+    from bert4keras.snippets import lowercase_and_normalize
+
+    reference = BertNormalizer(clean_text=False, handle_chinese_chars=False, strip_accents=True, lowercase=True)
+    texts = ['Café Ñandú ÅNGSTRÖM', 'Ελληνικά Τόνος', 'Tiếng Việt', '中文ＡＢＣ'] + [t for t, _ in _sst2(300)]
+    for text in texts:
+        assert lowercase_and_normalize(text) == reference.normalize_str(text), text
+
+
+def test_insert_and_delete_arguments():
+    from bert4keras.snippets import delete_arguments, insert_arguments
+
+    class Base:
+        def __init__(self, units=1, name=None):
+            self.units, self.name = units, name
+
+    class Child(Base):
+        @insert_arguments(with_pool=False, pool_size=2)
+        @delete_arguments('name')
+        def __init__(self, **kwargs):
+            """Child's init."""
+            super().__init__(**kwargs)
+
+    c = Child(units=3, with_pool=True)
+    assert (c.units, c.with_pool, c.pool_size, c.name) == (3, True, 2, None)
+    assert Child.__init__.__doc__ == "Child's init."
+    with pytest.raises(TypeError, match="Child got an unexpected keyword argument 'name'"):
+        Child(name='x')
+
+
+def _random_strings(rng, n, alphabet, max_len):
+    return [''.join(rng.choice(list(alphabet), size=rng.integers(0, max_len + 1))) for _ in range(n)]
+
+
+def test_longest_common_substring_matches_difflib():
+    import difflib
+
+    from bert4keras.snippets import longest_common_substring
+
+    assert longest_common_substring('我爱北京天安门', '北京欢迎你，天安门') == (3, (4, 7, 6, 9))
+    assert longest_common_substring('abXcd', 'cdYab') == (2, (0, 2, 3, 5))  # a tie: first in source
+    assert longest_common_substring('abc', 'xyz') == (0, (0, 0, 0, 0))
+    rng = np.random.default_rng(0)
+    for source, target in zip(_random_strings(rng, 300, 'abcd', 12), _random_strings(rng, 300, 'abcd', 12)):
+        match = difflib.SequenceMatcher(None, source, target, autojunk=False).find_longest_match(
+            0, len(source), 0, len(target))
+        length, (i0, i1, j0, j1) = longest_common_substring(source, target)
+        assert length == match.size, (source, target)
+        if length:  # the same block: first in source, then first in target
+            assert (i0, i1, j0, j1) == (match.a, match.a + length, match.b, match.b + length), (source, target)
+            assert source[i0:i1] == target[j0:j1]
+
+
+def _lcs_length_brute_force(source, target):
+    import itertools
+
+    subsequences = set()
+    for r in range(len(source) + 1):
+        subsequences.update(itertools.combinations(source, r))
+    best = 0
+    for sub in subsequences:
+        it = iter(target)
+        if all(ch in it for ch in sub):  # `in` on an iterator consumes it: a subsequence test
+            best = max(best, len(sub))
+    return best
+
+
+def test_longest_common_subsequence_against_brute_force():
+    from bert4keras.snippets import longest_common_subsequence
+
+    assert longest_common_subsequence('abcbdab', 'bdcaba')[0] == 4  # CLRS's example
+    assert longest_common_subsequence('', 'abc') == (0, [])
+    rng = np.random.default_rng(1)
+    for source, target in zip(_random_strings(rng, 200, 'abc', 8), _random_strings(rng, 200, 'abc', 8)):
+        length, mapping = longest_common_subsequence(source, target)
+        assert length == _lcs_length_brute_force(source, target) == len(mapping), (source, target)
+        assert all(source[i] == target[j] for i, j in mapping)
+        assert all(i1 < i2 and j1 < j2 for (i1, j1), (i2, j2) in zip(mapping, mapping[1:]))
+
+
+def test_orthogonally_resize_closed_form():
+    from bert4keras.snippets import orthogonally_resize
+
+    a = np.arange(4.0)
+    out = orthogonally_resize(a, (6,))
+    expected = np.array([0, 1, 0, 1, 2, 3.0])  # blocks of window 2, each repeated, cut to 6
+    np.testing.assert_allclose(out, expected * np.linalg.norm(a) / np.linalg.norm(expected))
+    expected = np.array([0, 0, 1, 1, 2, 2.0])
+    np.testing.assert_allclose(orthogonally_resize(a, (6,), window=1), expected * 14**0.5 / 10**0.5)
+    w = np.random.default_rng(0).normal(size=(4, 6))
+    grown = orthogonally_resize(w, (8, 9))
+    assert grown.shape == (8, 9)
+    np.testing.assert_allclose(np.linalg.norm(grown), np.linalg.norm(w))
+    shrunk = orthogonally_resize(w, (2, 6))
+    np.testing.assert_allclose(shrunk, w[:2] * np.linalg.norm(w) / np.linalg.norm(w[:2]))
+    with pytest.raises(ValueError, match='new_shape'):
+        orthogonally_resize(w, (8,))
+    with pytest.raises(ValueError, match='axis 0 grows from 3 to 5 but 3 is not a multiple of window=2'):
+        orthogonally_resize(np.ones((3, 2)), (5, 2))
+
+
+# ----------------------------------------------------------------------------------- open
+
+
+def test_open_shadows_the_builtin_and_reads_writes_like_it(tmp_path):
+    import builtins
+    import json
+
+    from bert4keras.snippets import open
+
+    assert open is not builtins.open
+    path = str(tmp_path / 'a.json')
+    json.dump({'文本': [1, 2]}, open(path, 'w', encoding='utf-8'), ensure_ascii=False)
+    assert json.load(open(path, encoding='utf-8')) == {'文本': [1, 2]}
+    assert json.load(open(path)) == {'文本': [1, 2]}  # locale encoding, as the builtin
+    with open(path, 'a', encoding='utf-8') as f:
+        f.write('\nline 2\n')
+        assert not f.closed
+    assert f.closed
+    with builtins.open(path, encoding='utf-8') as f:
+        expected = f.readlines()
+    with open(path, encoding='utf-8') as f:
+        assert list(f) == expected
+    with open(path, encoding='utf-8') as f:
+        assert f.readline() == expected[0] and next(f) == expected[1] and f.read() == ''.join(expected[2:])
+    with open(path, 'rb') as f:
+        assert f.read() == builtins.open(path, 'rb').read()
+
+
+def test_open_gbk(tmp_path):
+    import builtins
+
+    from bert4keras.snippets import open
+
+    text = '体育\t中国队获胜\n财经\t股市上涨\n'
+    path = str(tmp_path / 'gbk.txt')
+    with open(path, 'w', encoding='gbk') as f:
+        f.write(text)
+    assert builtins.open(path, 'rb').read() == text.encode('gbk')
+    assert open(path, encoding='gbk').read() == text
+    with pytest.raises(UnicodeDecodeError):
+        open(path, encoding='utf-8').read()
+
+
+def _lines_file(tmp_path, name, text, encoding='utf-8'):
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    return str(path)
+
+
+LINES_TEXT = '第一行 first\n二 second\r\n\n\tfourth 第四\nno newline at the end 末'
+
+
+def _copies(n):
+    return '\n'.join([LINES_TEXT] * n)  # 5 lines a copy, the last without a newline
+
+
+@pytest.mark.parametrize('encoding', ['utf-8', 'gbk', 'utf-16'])
+def test_open_indexable_random_access_equals_builtin_lines(tmp_path, encoding):
+    import builtins
+
+    from bert4keras.snippets import open
+
+    path = _lines_file(tmp_path, 'lines.txt', _copies(3), encoding)
+    with builtins.open(path, encoding=encoding) as f:
+        expected = f.readlines()
+    f = open(path, encoding=encoding, indexable=True)
+    assert len(f) == len(expected) == 15
+    for i in [7, 0, 14, 3, -1, 2, 9]:
+        assert f[i] == expected[i], i
+    assert list(f) == expected and list(f) == expected  # each iteration starts over
+    with pytest.raises(IndexError):
+        f[15]
+
+
+def test_open_indexable_offsets_are_tell_positions(tmp_path):
+    # bert4keras 0.11.5 recorded tell() at each line start: a cache it wrote is valid here.
+    import builtins
+
+    from bert4keras.snippets import open
+
+    path = _lines_file(tmp_path, 'lines.txt', LINES_TEXT)
+    expected, f = [], builtins.open(path, encoding='utf-8')
+    while True:
+        offset = f.tell()
+        if not f.readline():
+            break
+        expected.append(offset)
+    f.close()
+    assert open(path, encoding='utf-8', indexable=True).offsets == expected
+    raw = open(path, 'rb', indexable=True)
+    assert raw.offsets == expected and raw[1] == '二 second\r\n'.encode('utf-8')
+
+
+def test_open_indexable_lone_carriage_returns(tmp_path):
+    import builtins
+
+    from bert4keras.snippets import open
+
+    path = _lines_file(tmp_path, 'cr.txt', 'a\rb\r\nc\nd\r')
+    expected = builtins.open(path, encoding='utf-8').readlines()
+    assert expected == ['a\n', 'b\n', 'c\n', 'd\n']
+    f = open(path, encoding='utf-8', indexable=True)
+    assert [f[i] for i in range(len(f))] == expected
+
+
+def test_open_indexable_cache_is_written_atomically_and_reused(tmp_path, monkeypatch):
+    import json
+
+    from bert4keras import snippets
+    from bert4keras.snippets import open
+
+    path = _lines_file(tmp_path, 'lines.txt', _copies(2))
+    cache = tmp_path / 'cache' / 'lines.index.json'
+    cache.parent.mkdir()
+
+    # A write that dies half-way leaves neither a cache nor a temporary file.
+    real_dump = json.dump
+
+    def failing_dump(obj, fp, **kwargs):
+        fp.write('[0, 1')
+        raise OSError('disk full')
+
+    monkeypatch.setattr(snippets.json, 'dump', failing_dump)
+    with pytest.raises(OSError, match='disk full'):
+        open(path, encoding='utf-8', indexable=str(cache))
+    assert os.listdir(cache.parent) == []
+    monkeypatch.setattr(snippets.json, 'dump', real_dump)
+
+    first = open(path, encoding='utf-8', indexable=str(cache))
+    assert os.listdir(cache.parent) == ['lines.index.json']
+    assert json.loads(cache.read_text()) == first.offsets == open(path, encoding='utf-8', indexable=True).offsets
+
+    def no_indexing(self):
+        raise AssertionError('the cache was not reused')
+
+    monkeypatch.setattr(snippets.open, 'create_indexes', no_indexing)
+    second = open(path, encoding='utf-8', indexable=cache)  # a PathLike works too
+    assert second.offsets == first.offsets and second[8] == first[8] == '\tfourth 第四\n'
+
+
+def test_open_indexable_bad_cache_and_arguments(tmp_path):
+    from bert4keras.snippets import open
+
+    path = _lines_file(tmp_path, 'lines.txt', LINES_TEXT)
+    cache = tmp_path / 'bad.json'
+    cache.write_text('[0, 5, 100000]')
+    with pytest.raises(ValueError, match=r"index cache '.*bad\.json' does not hold increasing line offsets"):
+        open(path, encoding='utf-8', indexable=str(cache))
+    cache.write_text('{not json')
+    with pytest.raises(ValueError, match=r"index cache '.*bad\.json' is not valid JSON"):
+        open(path, encoding='utf-8', indexable=str(cache))
+    with pytest.raises(ValueError, match="indexable needs a file opened for reading, got mode 'a'"):
+        open(path, 'a', encoding='utf-8', indexable=True)
+    with pytest.raises(TypeError, match='indexable must be True, False or a cache path, got int'):
+        open(path, indexable=3)
+    with pytest.raises(TypeError, match='not indexable'):
+        len(open(path, encoding='utf-8'))
+    with pytest.raises(FileNotFoundError):
+        open(str(tmp_path / 'missing.txt'))
