@@ -629,3 +629,297 @@ def test_open_indexable_bad_cache_and_arguments(tmp_path):
         len(open(path, encoding='utf-8'))
     with pytest.raises(FileNotFoundError):
         open(str(tmp_path / 'missing.txt'))
+
+
+# ------------------------------------------------------------------------------- WebServing
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _get(port, path, params=None):
+    import json
+    import urllib.parse
+    import urllib.request
+
+    url = 'http://127.0.0.1:%d%s' % (port, path)
+    if params is not None:
+        url += '?' + urllib.parse.urlencode(params)
+    with urllib.request.urlopen(url, timeout=30) as r:
+        assert r.status == 200 and r.headers['Content-Type'] == 'application/json; charset=utf-8'
+        return json.loads(r.read().decode('utf-8'))
+
+
+def _post(port, path, body, content_type):
+    import json
+    import urllib.request
+
+    request = urllib.request.Request('http://127.0.0.1:%d%s' % (port, path), data=body,
+                                     headers={'Content-Type': content_type})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        assert r.status == 200
+        return json.loads(r.read().decode('utf-8'))
+
+
+def _repeat(text, n=2, sep=''):
+    if text == 'boom':
+        raise RuntimeError('the model exploded')
+    return sep.join([text] * n)
+
+
+@pytest.fixture
+def web():
+    from bert4keras.snippets import WebServing
+
+    server = WebServing(host='127.0.0.1', port=0)
+    server.route('/repeat', _repeat, {'text': (None, True), 'n': (int, False), 'sep': (None, False)})
+    server.route('/repeat_post', _repeat, {'text': (None, True), 'n': (int, False)}, method='POST')
+    server.start(background=True)
+    yield server
+    server.stop()
+
+
+def test_web_serving_get_envelope_and_converters(web):
+    assert web.port != 0
+    assert _get(web.port, '/repeat', {'text': '苹果多少钱一斤', 'n': '3', 'sep': '|'}) == {
+        'code': 0, 'desc': 'succeeded', 'data': '苹果多少钱一斤|苹果多少钱一斤|苹果多少钱一斤'}
+    assert _get(web.port, '/repeat', {'text': 'ab'})['data'] == 'abab'  # optional ones left to defaults
+
+
+def test_web_serving_post_form_and_json(web):
+    import json
+    import urllib.parse
+
+    form = urllib.parse.urlencode({'text': '你好', 'n': '3'}).encode()
+    assert _post(web.port, '/repeat_post', form, 'application/x-www-form-urlencoded')['data'] == '你好你好你好'
+    body = json.dumps({'text': '你好', 'n': 2}, ensure_ascii=False).encode('utf-8')
+    assert _post(web.port, '/repeat_post', body, 'application/json')['data'] == '你好你好'
+    bad = _post(web.port, '/repeat_post', b'{"text": ', 'application/json')
+    assert bad['code'] == 1 and bad['desc'].startswith('the request body is not valid JSON')
+    bad = _post(web.port, '/repeat_post', b'["text"]', 'application/json')
+    assert bad == {'code': 1, 'desc': 'the JSON body must be an object {name: value}, got list', 'data': {}}
+
+
+def test_web_serving_errors(web):
+    assert _get(web.port, '/repeat', {'n': '2'}) == {'code': 1, 'desc': 'lack of "text" argument', 'data': {}}
+    bad = _get(web.port, '/repeat', {'text': 'a', 'n': 'x'})
+    assert bad['code'] == 1 and bad['data'] == {}
+    assert bad['desc'] == 'bad "n" argument \'x\': ValueError: invalid literal for int() with base 10: \'x\''
+    assert _get(web.port, '/repeat', {'text': 'boom'}) == {'code': 2, 'desc': 'the model exploded', 'data': {}}
+    import urllib.error
+
+    with pytest.raises(urllib.error.HTTPError) as error:  # a GET-only route
+        _post(web.port, '/repeat', b'text=a', 'application/x-www-form-urlencoded')
+    assert error.value.code == 405
+
+
+def test_web_serving_concurrent_requests_are_answered_and_serialized():
+    import threading
+    import time
+
+    from bert4keras.snippets import WebServing
+
+    state = {'active': 0, 'max_active': 0}
+    guard = threading.Lock()
+
+    def square(x):
+        with guard:
+            state['active'] += 1
+            state['max_active'] = max(state['max_active'], state['active'])
+        time.sleep(0.002)
+        with guard:
+            state['active'] -= 1
+        return {'x': x, 'square': np.int64(x) ** 2, 'array': np.arange(3) * x}
+
+    web = WebServing(host='127.0.0.1', port=0)
+    web.route('/square', square, {'x': (int, True)})
+    web.start(background=True)
+    results, errors = {}, []
+
+    def client(k):
+        try:
+            for i in range(25):
+                x = 100 * k + i
+                results[x] = _get(web.port, '/square', {'x': x})
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        web.stop()
+    assert errors == []
+    assert len(results) == 200
+    for x, reply in results.items():
+        assert reply == {'code': 0, 'desc': 'succeeded', 'data': {'x': x, 'square': x * x, 'array': [0, x, 2 * x]}}
+    assert state['max_active'] == 1  # serialize=True: one call at a time
+
+
+def test_web_serving_without_serialize_runs_calls_in_parallel():
+    import threading
+    import time
+
+    from bert4keras.snippets import WebServing
+
+    state = {'active': 0, 'max_active': 0}
+    guard = threading.Lock()
+
+    def slow(x):
+        with guard:
+            state['active'] += 1
+            state['max_active'] = max(state['max_active'], state['active'])
+        time.sleep(0.2)
+        with guard:
+            state['active'] -= 1
+        return x
+
+    web = WebServing(host='127.0.0.1', port=0, serialize=False)
+    web.route('/slow', slow, {'x': (int, True)})
+    web.start(background=True)
+    try:
+        threads = [threading.Thread(target=_get, args=(web.port, '/slow', {'x': k})) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        web.stop()
+    assert state['max_active'] > 1
+
+
+def test_web_serving_keras_model_from_server_threads():
+    import threading
+
+    from bert4keras.snippets import WebServing
+
+    model = keras.Sequential([keras.Input(shape=(4,)), keras.layers.Dense(3)])
+    inputs = np.random.default_rng(0).normal(size=(16, 4)).astype('float32')
+    expected = model.predict_on_batch(inputs)
+
+    def predict(i):
+        return model.predict_on_batch(inputs[i:i + 1])[0]
+
+    web = WebServing(host='127.0.0.1', port=0)
+    web.route('/predict', predict, {'i': (int, True)})
+    web.start(background=True)
+    replies = {}
+
+    def client(k):
+        for i in range(k, 16, 4):
+            replies[i] = _get(web.port, '/predict', {'i': i})
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        web.stop()
+    assert sorted(replies) == list(range(16))
+    for i, reply in replies.items():
+        assert reply['code'] == 0, reply
+        np.testing.assert_allclose(reply['data'], expected[i], rtol=1e-5, atol=1e-6)
+
+
+def test_web_serving_start_stop_restart_and_blocking_start_in_a_thread():
+    import threading
+    import urllib.error
+
+    from bert4keras.snippets import WebServing
+
+    web = WebServing(host='127.0.0.1', port=_free_port())
+    web.route('/echo', lambda text: text, {'text': (None, True)})
+    web.start(background=True)
+    assert _get(web.port, '/echo', {'text': 'one'})['data'] == 'one'
+    with pytest.raises(RuntimeError, match='already serving'):
+        web.start(background=True)
+    web.stop()
+    with pytest.raises(urllib.error.URLError):
+        _get(web.port, '/echo', {'text': 'gone'})
+    web.stop()  # stopping a stopped server does nothing
+
+    thread = threading.Thread(target=web.start)  # blocking, as bert4keras's start()
+    thread.start()
+    import time
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            assert _get(web.port, '/echo', {'text': 'two'})['data'] == 'two'
+            break
+        except urllib.error.URLError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    web.stop()
+    thread.join(30)
+    assert not thread.is_alive()
+
+
+def test_web_serving_port_in_use():
+    from bert4keras.snippets import WebServing
+
+    first = WebServing(host='127.0.0.1', port=0)
+    first.start(background=True)
+    try:
+        with pytest.raises(OSError, match=r'WebServing cannot listen on 127\.0\.0\.1:%d' % first.port):
+            WebServing(host='127.0.0.1', port=first.port).start(background=True)
+    finally:
+        first.stop()
+
+
+def test_web_serving_other_bottle_server():
+    from bert4keras.snippets import WebServing
+
+    web = WebServing(host='127.0.0.1', port=0, server='wsgiref')
+    web.route('/echo', lambda text, n=1: text * n, {'text': (None, True), 'n': (int, False)})
+    web.start(background=True)
+    assert web.port != 0
+    try:
+        assert _get(web.port, '/echo', {'text': 'ab', 'n': 2}) == {'code': 0, 'desc': 'succeeded', 'data': 'abab'}
+    finally:
+        web.stop()
+
+
+def test_snippets_imports_without_keras_or_bottle():
+    import subprocess
+    import sys
+
+    code = ('import sys, bert4keras.snippets as s; s.open, s.WebServing; '
+            'print(sorted(m for m in ("keras", "tensorflow", "bottle", "waitress") if m in sys.modules))')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == '[]'
+
+
+def test_web_serving_bad_routes_and_settings():
+    from bert4keras.snippets import WebServing
+
+    web = WebServing(port=0)
+
+    def gen(text, n=1):
+        return text
+
+    with pytest.raises(ValueError, match=r"arguments names 'k' but gen\(\) takes no such keyword argument"):
+        web.route('/gen', gen, {'text': (None, True), 'k': (int, False)})
+    with pytest.raises(ValueError, match=r"argument 'text' is optional in arguments but gen\(\) has no default"):
+        web.route('/gen', gen, {'text': (None, False)})
+    with pytest.raises(ValueError, match=r"gen\(\) needs argument 'text', which arguments does not declare"):
+        web.route('/gen', gen, {'n': (int, False)})
+    with pytest.raises(TypeError, match=r"arguments\['text'\] must be \(converter or None, required\)"):
+        web.route('/gen', gen, {'text': 'str'})
+    with pytest.raises(ValueError, match="method must be 'GET', 'POST'"):
+        web.route('/gen', gen, {'text': (None, True)}, method='PUT')
+    with pytest.raises(ValueError, match="unknown server 'no-such-server'"):
+        WebServing(server='no-such-server')
+    with pytest.raises(ValueError, match='port must be an int in'):
+        WebServing(port=70000)
