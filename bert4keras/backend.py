@@ -1,27 +1,38 @@
-"""Small numerics on `keras.ops`, shared by layers and models.
+"""Small numerics on `keras.ops`, shared by layers and models, and bert4keras's ``K`` namespace.
 
 Owns: the activation names used in checkpoint configs (``gelu`` is the erf form, ``gelu_new`` /
-``gelu_pytorch_tanh`` / ``gelu_tanh`` the tanh approximation), and the masking constant used
-in attention. Imports nothing from the rest of the package.
+``gelu_pytorch_tanh`` / ``gelu_tanh`` the tanh approximation), the masking constant used in
+attention, and bert4keras 0.11.5's helpers (`search_layer`, `batch_gather`, `sequence_masking`,
+`recompute_grad`, ...). ``from bert4keras.backend import keras, K`` gives Keras and Keras 2's backend
+API, which lives in `bert4keras.keras_backend`; that module imports nothing from bert4keras, and this
+one imports only it (and re-exports its bert4keras additions `infinity`, `set_infinity`, `symbolic`,
+`reshape`, `flatten`).
 """
 
+import functools
 import math
+import os
 
 import keras
+import numpy as np
 from keras import ops
+
+from bert4keras import keras_backend as K
+from bert4keras.keras_backend import flatten, infinity, reshape, set_infinity, symbolic  # noqa: F401
 
 #: Logit given to masked attention positions before the softmax (computed in float32).
 MASK_VALUE = -1e12
 
 
 def mask_value(dtype):
-    """`MASK_VALUE` as a finite number of ``dtype``: -1e12 for float32/bfloat16, and for float16
-    (largest finite 65504, so -1e12 would become -inf and a fully masked softmax row NaN) half
-    its most negative value, -32752, leaving room to add a logit without overflowing. float."""
+    """``-infinity()`` (-1e12 unless changed by `set_infinity`, i.e. `MASK_VALUE`) as a finite
+    number of ``dtype``: for float16 (largest finite 65504, so -1e12 would become -inf and a fully
+    masked softmax row NaN) at most half its most negative value, -32752, leaving room to add a
+    logit without overflowing. float."""
     dtype = keras.backend.standardize_dtype(dtype)
     if dtype == "float16":
-        return -65504.0 / 2
-    return MASK_VALUE
+        return -min(infinity(), 65504.0 / 2)
+    return -infinity()
 
 
 @keras.saving.register_keras_serializable(package="bert4keras")
@@ -172,16 +183,16 @@ _ACTIVATIONS.update({"leaky_relu": leaky_relu, "squareplus": squareplus})  # "sw
 # -- sequence masks and task losses ---------------------------------------------------------------
 
 
-def sequence_masking(x, mask, value=0.0, axis=1):
+def sequence_masking(x, mask, value=0, axis=None):
     """Set the padding positions of ``x`` along ``axis`` to ``value``.
 
     Args:
         x: tensor ``(batch_size, ..., seq_len at axis, ...)``.
         mask: None (returns x) or ``(batch_size, seq_len)``; nonzero / True marks real tokens,
             so 0-padded token_ids can be passed as they are.
-        value: float, or ``'-inf'`` / ``'inf'`` for ``-/+ 1e12`` (bert4keras's infinity; finite
+        value: float, or ``'-inf'`` / ``'inf'`` for ``-/+ infinity()`` (1e12 by default; finite
             in x's dtype, see `mask_value`).
-        axis: int, the sequence axis of ``x`` (>= 1; negative counts from the end).
+        axis: int, the sequence axis of ``x`` (>= 1; negative counts from the end); None means 1.
     Returns:
         A tensor of x's shape and dtype.
     Raises:
@@ -195,6 +206,7 @@ def sequence_masking(x, mask, value=0.0, axis=1):
     elif value == "inf":
         value = -mask_value(x.dtype)
     ndim = len(x.shape)
+    axis = 1 if axis is None else axis
     axis = axis + ndim if axis < 0 else axis
     if axis <= 0:
         raise ValueError(f"sequence_masking: axis must point past the batch axis, got {axis}")
@@ -335,3 +347,210 @@ def global_pointer_f1_score(y_true, y_pred):
     y_true = ops.cast(y_true, "float32")
     y_pred = ops.cast(ops.greater(y_pred, 0), "float32")
     return 2 * ops.sum(y_true * y_pred) / ops.maximum(ops.sum(y_true + y_pred), 1.0)
+
+
+# -- bert4keras 0.11.5's helpers ------------------------------------------------------------------
+
+
+def search_layer(inputs, name, exclude_from=None):
+    """Find the layer called ``name`` upstream of ``inputs`` in a functional graph.
+
+    Walks from ``inputs`` towards the model inputs (through every call of a shared layer when
+    starting from a layer, through the producing call when starting from a tensor), looking also
+    inside nested models' ``.layers``.
+    Args:
+        inputs: a `keras.KerasTensor` (e.g. ``model.output``) or a layer.
+        name: str, the layer's name (e.g. ``'Embedding-Token'``).
+        exclude_from: optional collection of layers not to enter.
+    Returns:
+        The layer (or Keras operation) named ``name``, or None.
+    Raises:
+        ValueError: ``inputs`` is a value rather than a graph tensor (in Keras 3 a loss receives
+            values: search from ``model.output`` or use ``model.get_layer(name)``).
+    Source: bert4keras 0.11.5 ``backend.search_layer``.
+    """
+    if isinstance(inputs, keras.Operation):
+        if inputs.name == name:
+            return inputs
+        operations, nodes = [inputs], list(inputs._inbound_nodes)
+    elif hasattr(inputs, "_keras_history"):
+        operation, node_index, _ = inputs._keras_history
+        operations, nodes = [], [operation._inbound_nodes[node_index]]
+    else:
+        raise ValueError(
+            f"search_layer needs a layer or a symbolic KerasTensor such as model.output, got a "
+            f"{type(inputs).__name__}: in Keras 3 losses receive values, not graph tensors; search from "
+            "model.output or use model.get_layer(name)."
+        )
+    seen = {id(layer) for layer in (exclude_from or ())}
+    for operation in operations:
+        seen.add(id(operation))
+    stack = list(reversed(nodes))
+    seen_nodes = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        operation = node.operation
+        if id(operation) not in seen:
+            seen.add(id(operation))
+            if operation.name == name:
+                return operation
+            found = _search_nested(operation, name)
+            if found is not None:
+                return found
+        stack.extend(reversed(node.parent_nodes))
+    return None
+
+
+def _search_nested(layer, name):
+    """The layer called ``name`` among a (nested) model's layers, or None."""
+    for sublayer in getattr(layer, "layers", None) or ():
+        if sublayer.name == name:
+            return sublayer
+        found = _search_nested(sublayer, name)
+        if found is not None:
+            return found
+    return None
+
+
+def batch_gather(params, indices):
+    """``tf.gather(params, indices, batch_dims=ndim(indices) - 1)``: per batch entry, gather along
+    the axis after the batch axes.
+
+    Args:
+        params: ``(b_1, ..., b_k, n, *rest)``.
+        indices: ``(b_1, ..., b_k, m)`` in ``[0, n)``, int or integer-valued float (cast to int32).
+    Returns:
+        ``(b_1, ..., b_k, m, *rest)``, params' dtype.
+    Source: bert4keras 0.11.5 ``backend.batch_gather``.
+    """
+    if not keras.backend.is_int_dtype(K.dtype(indices)):
+        indices = ops.cast(indices, "int32")
+    batch_dims = K.ndim(indices) - 1
+    for _ in range(K.ndim(params) - batch_dims - 1):
+        indices = ops.expand_dims(indices, -1)  # take_along_axis broadcasts the trailing axes
+    return ops.take_along_axis(params, indices, axis=batch_dims)
+
+
+def align(tensor, axes, ndim=None):
+    """Place axis ``i`` of ``tensor`` at axis ``axes[i]`` of a rank-``ndim`` result by inserting
+    size-1 axes (a batched ``expand_dims``), e.g. a mask ``(batch, seq_len)`` with ``axes=[0, 2]``,
+    ``ndim=4`` -> ``(batch, 1, seq_len, 1)``.
+
+    Args:
+        axes: one int per axis of ``tensor``, in increasing order (negative ones count from ``ndim``).
+        ndim: rank of the result; default ``max(axes) + 1``.
+    Raises:
+        ValueError: ``len(axes) != ndim(tensor)``, or negative axes without ``ndim``.
+    Source: bert4keras 0.11.5 ``backend.align``.
+    """
+    if len(axes) != K.ndim(tensor):
+        raise ValueError(f"align: {len(axes)} axes for a tensor of rank {K.ndim(tensor)}")
+    if ndim is None:
+        if min(axes) < 0:
+            raise ValueError("align: negative axes need ndim")
+        ndim = max(axes) + 1
+    axes = sorted(a + ndim if a < 0 else a for a in axes)
+    for i in range(ndim):
+        if i not in axes:
+            tensor = ops.expand_dims(tensor, i)
+    return tensor
+
+
+def root_mean_square(x, axis=None, keepdims=False):
+    """``sqrt(mean(x**2, axis))``. Source: bert4keras 0.11.5 ``backend.root_mean_square``."""
+    return ops.sqrt(ops.mean(ops.square(x), axis=axis, keepdims=keepdims))
+
+
+def recompute_grad(call):
+    """Decorator for a layer's ``call(self, inputs, **kwargs)``: with the environment variable
+    ``RECOMPUTE=1`` (read when decorating), recompute the call's activations in the backward pass
+    instead of storing them (`keras.remat`: ``tf.recompute_grad``, ``jax.checkpoint``, torch
+    checkpointing), trading compute for memory (Chen et al. 2016, arXiv 1604.06174). Otherwise
+    ``call`` unchanged. Source: bert4keras 0.11.5 ``backend.recompute_grad``.
+    """
+    if os.environ.get("RECOMPUTE", "0").strip().lower() not in ("1", "true", "yes", "on", "y", "t"):
+        return call
+
+    @functools.wraps(call)
+    def recomputed_call(self, inputs, **kwargs):
+        flat = keras.tree.flatten(inputs)
+
+        def forward(*flat_inputs):
+            return call(self, keras.tree.pack_sequence_as(inputs, list(flat_inputs)), **kwargs)
+
+        return keras.remat(forward)(*flat)
+
+    return recomputed_call
+
+
+def attention_normalize(a, axis=-1, method="softmax"):
+    """Normalise attention logits ``a`` along ``axis``.
+
+    Methods: ``'softmax'``; ``'squared_relu'``, ``relu(a)**2 / n`` (Hua et al. 2022, FLASH, arXiv
+    2202.10447); ``'softmax_plus'``, ``softmax(a * log(n) / log(512))`` (Su Jianlin, kexue.fm 8823),
+    where ``n`` counts the unmasked positions (logits above ``-infinity() / 10``).
+    Returns: ``a``'s shape. Raises: ValueError for another method (0.11.5 returned ``a``).
+    Source: bert4keras 0.11.5 ``backend.attention_normalize``.
+    """
+    if method == "softmax":
+        return ops.softmax(a, axis=axis)
+    if method not in ("squared_relu", "softmax_plus"):
+        raise ValueError(f"attention_normalize: unknown method {method!r}")
+    mask = ops.cast(ops.greater(a, -infinity() / 10), a.dtype)
+    n = ops.maximum(ops.sum(mask, axis=axis, keepdims=True), 1)
+    if method == "squared_relu":
+        return ops.square(ops.relu(a)) / n
+    return ops.softmax(a * ops.log(n) / np.log(512), axis=axis)
+
+
+def pool1d(x, pool_size, strides=1, padding="valid", data_format=None, pool_mode="max"):
+    """Max or average pooling over the sequence of ``(batch, seq_len, channels)`` (channels_last).
+
+    Raises: ValueError for a ``pool_mode`` other than ``'max'`` / ``'avg'``.
+    Source: bert4keras 0.11.5 ``backend.pool1d``.
+    """
+    data_format = data_format or keras.config.image_data_format()
+    if pool_mode == "max":
+        return ops.max_pool(x, pool_size, strides, padding, data_format)
+    if pool_mode == "avg":
+        return ops.average_pool(x, pool_size, strides, padding, data_format)
+    raise ValueError(f"pool1d: pool_mode must be 'max' or 'avg', got {pool_mode!r}")
+
+
+def divisible_temporal_padding(x, n):
+    """Right-pad axis 1 of ``(batch, seq_len, dim)`` with zeros to a multiple of ``n``.
+
+    Source: bert4keras 0.11.5 ``backend.divisible_temporal_padding``.
+    """
+    pad = (n - K.shape(x)[1] % n) % n
+    return K.temporal_padding(x, (0, pad))
+
+
+def get_available_gpus():
+    """Names of the GPUs Keras' backend sees (``'gpu:0'``, ...; ``'cuda:0'``, ... on torch), a list
+    of str, empty without GPUs. Source: bert4keras 0.11.5 ``backend.get_available_gpus``."""
+    if keras.config.backend() == "torch":
+        import torch
+
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    try:
+        return list(keras.distribution.list_devices("gpu"))
+    except RuntimeError:  # JAX without a GPU platform
+        return []
+
+
+@keras.saving.register_keras_serializable(package="bert4keras")
+class Sinusoidal(keras.initializers.Initializer):
+    """Initializer: row ``p`` of a ``(rows, dim)`` table is ``[sin(p w_0), cos(p w_0), ...]``, with
+    ``w_i = 10000^(-2i / dim)`` (Vaswani et al. 2017, sec. 3.5, sin/cos interleaved); for odd ``dim``
+    the last column is 0. Source: bert4keras 0.11.5 ``backend.Sinusoidal``."""
+
+    def __call__(self, shape, dtype=None):
+        rows, dim = shape
+        table = sinusoidal_embeddings(ops.arange(rows), dim)
+        if dim % 2:
+            table = ops.pad(table, [[0, 0], [0, 1]])
+        return ops.cast(table, dtype or "float32")
