@@ -12,6 +12,7 @@ from keras import ops
 
 from bert4keras.backend import (
     MASK_VALUE,
+    Sinusoidal,  # noqa: F401  (lives in backend.py as in 0.11.5; models.py imports it from here)
     apply_rotary_position_embeddings,
     get_activation,
     mask_value,
@@ -858,15 +859,6 @@ class SinusoidalPositionEmbedding(NodeAccessors, keras.layers.Layer):
             "merge_mode": self.merge_mode,
             "custom_position_ids": self.custom_position_ids,
         }
-
-
-@register
-class Sinusoidal(keras.initializers.Initializer):
-    """Initializer: row ``p`` of a ``(rows, dim)`` table is ``[sin(p w_0), cos(p w_0), ...]``."""
-
-    def __call__(self, shape, dtype=None):
-        table = sinusoidal_embeddings(ops.arange(shape[0]), shape[1])
-        return ops.cast(table, dtype or "float32")
 
 
 @register
