@@ -556,10 +556,20 @@ class DataGenerator:
     def forfit(self, random=True):
         """Endless stream of batches (epoch after epoch) for `model.fit(..., steps_per_epoch=len(gen))`.
 
-        Raises:
+        An iterator (``next(stream)`` gives the next batch, as bert4keras 0.11.5's generator)
+        that is also a Keras data adapter: on TensorFlow its tf.data signature leaves every
+        dimension but the batch's open, so batches padded to different lengths train whatever
+        the first batches' lengths are (Keras fixes the dimensions that agree in the first
+        two batches of a plain generator).
+
+        Raises (when iterated):
             ValueError: a whole pass of `__iter__` yielded nothing (empty data, or a one-shot
             iterator already used up: pass a list or an object whose `__iter__` restarts).
         """
+        return _fit_stream_class()(self._batches(random))
+
+    def _batches(self, random):
+        """The endless generator behind `forfit`."""
         while True:
             empty = True
             for d in self.__iter__(random):
@@ -572,9 +582,13 @@ class DataGenerator:
                 )
 
     def fortest(self, random=False):
-        """Endless stream of the inputs of each batch (`d[0]`), for `model.predict(..., steps=len(gen))`."""
-        for d in self.forfit(random):
-            yield d[0]
+        """Endless stream of the inputs of each batch (`d[0]`), for `model.predict(..., steps=len(gen))`.
+
+        Iterated, it yields the inputs themselves; as a Keras data adapter (see `forfit`) it
+        hands Keras `(inputs,)`, so that a two-input model does not take its second input for
+        labels.
+        """
+        return _fit_stream_class()(((d[0],) for d in self._batches(random)), unwrap=True)
 
     def to_dataset(self, types, shapes, names=None, padded_batch=False):
         """A `tf.data.Dataset` of batches built from `forfit()`.
@@ -600,19 +614,30 @@ class DataGenerator:
         if names is None:
             generator = self.forfit
         else:
-            if is_string(names):
-                warps = lambda k, v: {k: v}
-            elif is_string(names[0]):
-                warps = lambda k, v: dict(zip(k, v))
-            else:
-                warps = lambda k, v: tuple(dict(zip(i, j)) for i, j in zip(k, v))
+            # Keras 3 matches a dict of targets to a model's outputs only when it has several:
+            # one label name stands for the single output, so its tensor is yielded bare.
+            bare_label = (
+                isinstance(names, (list, tuple)) and len(names) == 2 and not is_string(names[0])
+                and not is_string(names[1]) and len(names[1]) == 1
+            )
+            if bare_label:
+                names = (names[0], None)
+                types, shapes = (types[0], types[1][0]), (shapes[0], shapes[1][0])
+
+            def wrap(names, values):
+                if names is None:
+                    return values
+                if is_string(names):
+                    return {names: values}
+                if all(is_string(n) for n in names):
+                    return dict(zip(names, values))
+                return tuple(wrap(n, v) for n, v in zip(names, values))
 
             def generator():
                 for d in self.forfit():
-                    yield warps(names, d)
+                    yield wrap(names, (d[0], d[1][0]) if bare_label else d)
 
-            types = warps(names, types)
-            shapes = warps(names, shapes)
+            types, shapes = wrap(names, types), wrap(names, shapes)
 
         def spec(dtype, shape):  # walk the structure of types: shapes are lists themselves
             if isinstance(dtype, dict):
@@ -687,6 +712,52 @@ def _batch_stream_class():
                 return next(self.stream)
 
     return DataGeneratorPyDataset
+
+
+@functools.lru_cache(maxsize=None)
+def _fit_stream_class():
+    """The class of `DataGenerator.forfit`'s streams, built once Keras is imported."""
+    import tensorflow as tf
+    from keras.src.trainers.data_adapters import data_adapter_utils
+    # Private: Keras has no public way to give a generator's tf.data signature. `fit` uses any
+    # DataAdapter it is handed as it is (keras.src.trainers.data_adapters.get_data_adapter).
+    from keras.src.trainers.data_adapters.generator_data_adapter import GeneratorDataAdapter
+
+    def open_dims(spec):  # size-1 dimensions (e.g. labels (batch_size, 1)) stay: Keras squeezes them
+        if not isinstance(spec, tf.TensorSpec):
+            return spec
+        return tf.TensorSpec([None if d != 1 else 1 for d in spec.shape.as_list()], spec.dtype)
+
+    class BatchStream(GeneratorDataAdapter):
+        """An endless iterator of batches that `model.fit` also takes as its data adapter.
+
+        On TensorFlow the batches' tf.data signature has every dimension open (Keras'
+        generator adapter fixes those on which its first two batches agree, and fails on a
+        later batch padded to another length). With `unwrap`, the stream holds `(inputs,)`
+        tuples for Keras and iterating it yields the inputs.
+        """
+
+        def __init__(self, batches, unwrap=False):
+            super().__init__(batches)  # takes the first two batches ahead
+            self.unwrap = unwrap
+            self._iterator = None
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            if self._iterator is None:
+                self._iterator = self.generator()
+            batch = next(self._iterator)
+            return batch[0] if self.unwrap else batch
+
+        def get_tf_dataset(self):
+            if self._output_signature is None:
+                spec = data_adapter_utils.get_tensor_spec(self._first_batches)
+                self._output_signature = tf.nest.map_structure(open_dims, spec)
+            return super().get_tf_dataset()
+
+    return BatchStream
 
 
 # ------------------------------------------------------------------------- autoregressive decoding
