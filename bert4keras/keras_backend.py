@@ -51,9 +51,35 @@ def _backend():
     return keras.config.backend()
 
 
+def _is_dim(x):
+    """True for a JAX symbolic dimension: a size Keras 3 leaves unknown (None) while it infers a JAX
+    layer's output shape (``jax.eval_shape`` with shape polymorphism). It acts as an int in shapes."""
+    if isinstance(x, (int, float, np.ndarray, np.generic)) or _backend() != "jax":
+        return False
+    from jax import export
+
+    return export.is_symbolic_dim(x)
+
+
+def _as_dim(d):
+    """A shape entry as a Python int, or the JAX symbolic dimension it is."""
+    return d if _is_dim(d) else int(d)
+
+
+def _has_dims(x):
+    if _is_dim(x):
+        return True
+    if isinstance(x, np.ndarray) and x.dtype == object:
+        return builtins.any(_is_dim(d) for d in x.ravel())
+    if isinstance(x, (list, tuple)):
+        return builtins.any(_has_dims(v) for v in x)
+    return False
+
+
 def _is_static(x):
-    """True for Python numbers, NumPy arrays/scalars and (nested) lists/tuples of them."""
-    if isinstance(x, (bool, int, float, np.ndarray, np.generic)):
+    """True for Python numbers, NumPy arrays/scalars, JAX symbolic dimensions, and (nested)
+    lists/tuples of them."""
+    if isinstance(x, (bool, int, float, np.ndarray, np.generic)) or _is_dim(x):
         return True
     if isinstance(x, (list, tuple)):
         return builtins.all(_is_static(v) for v in x)
@@ -62,8 +88,10 @@ def _is_static(x):
 
 def _np(x):
     """NumPy value of a static ``x``; Python ints become int32 and floats floatx, as in TensorFlow."""
-    if isinstance(x, (np.ndarray, np.generic)):
+    if isinstance(x, (np.ndarray, np.generic)) or _is_dim(x):
         return x
+    if _has_dims(x):
+        return np.array(x, dtype=object)
     a = np.asarray(x)
     if a.dtype == np.int64 and (a.size == 0 or np.abs(a).max() < 2**31):
         a = a.astype("int32")
@@ -93,9 +121,9 @@ def _dims(x):
 def _shape_arg(shape_):
     """A shape argument: a tuple of Python ints when static, else as given (a TensorFlow tensor)."""
     if _is_static(shape_):
-        return tuple(int(d) for d in np.reshape(np.asarray(shape_), (-1,)))
+        return tuple(_as_dim(d) for d in np.reshape(np.asarray(_np(shape_)), (-1,)))
     if isinstance(shape_, (list, tuple)):
-        return [int(d) if _is_static(d) else d for d in shape_]
+        return [_as_dim(d) if _is_static(d) else d for d in shape_]
     return shape_
 
 
@@ -273,7 +301,7 @@ def int_shape(x):
     """Static shape, a tuple of int (None where unknown). Source: Keras 2.3 `keras.backend.int_shape`."""
     if not hasattr(x, "shape"):
         return np.shape(x)
-    return tuple(None if d is None else int(d) for d in x.shape)
+    return tuple(None if d is None or _is_dim(d) else int(d) for d in x.shape)
 
 
 def ndim(x):
@@ -293,7 +321,8 @@ def shape(x):
     Returns:
         ``tf.shape(x)`` on TensorFlow (dynamic dimensions work in graphs); a NumPy int32 array on JAX
         and PyTorch (shapes are concrete there) and for NumPy / Python inputs; for a KerasTensor, its
-        static shape tuple (None for unknown dimensions).
+        static shape tuple (None for unknown dimensions). While Keras infers a JAX layer's output shape
+        from symbolic sizes, a NumPy object array holding them (they act as ints in shapes).
     Source: Keras 2.3 `keras.backend.shape`.
     """
     if is_keras_tensor(x):
@@ -304,7 +333,18 @@ def shape(x):
         import tensorflow as tf
 
         return tf.shape(ops.convert_to_tensor(x))
-    return np.array(tuple(x.shape), dtype="int32")
+    dims = tuple(x.shape)
+    if builtins.any(_is_dim(d) for d in dims):
+        return np.array(dims, dtype=object)
+    return np.array(dims, dtype="int32")
+
+
+def _dims_to_tensor(x):
+    """A backend tensor of a static value that holds JAX symbolic dimensions."""
+    if _is_dim(x):
+        return ops.convert_to_tensor(x)
+    flat = [ops.convert_to_tensor(d) for d in np.reshape(x, (-1,))]
+    return ops.reshape(ops.stack(flat), np.shape(x))
 
 
 def count_params(x):
@@ -315,6 +355,8 @@ def count_params(x):
 def cast(x, dtype):
     """``x`` as ``dtype`` (float -> int truncates toward zero). Source: Keras 2.3 `keras.backend.cast`."""
     dtype = keras.backend.standardize_dtype(dtype)
+    if _has_dims(x):
+        return ops.cast(_dims_to_tensor(_np(x)), dtype)
     if _is_static(x):
         return _np(x).astype(dtype)
     return ops.cast(x, dtype)
@@ -325,7 +367,23 @@ def cast_to_floatx(x):
     return np.asarray(x, dtype=floatx())
 
 
+def _product(dims):
+    """Product of sizes (ints or dynamic scalars); None if any is None (a KerasTensor's unknown size)."""
+    if builtins.any(d is None for d in dims):
+        return None
+    return functools.reduce(operator.mul, dims, 1)
+
+
 def _reshape(x, new_shape):
+    if isinstance(new_shape, (list, tuple)) and builtins.any(d is None for d in new_shape):
+        # A KerasTensor's unknown sizes: Keras 3 has no symbolic shape to compute them from.
+        if builtins.sum(1 for d in new_shape if d is None or _is_minus_one(d)) > 1:
+            raise ValueError(
+                f"K.reshape: target shape {tuple(new_shape)} of a symbolic KerasTensor has more than one "
+                "unknown size; Keras 3 has no symbolic shapes, so do this inside a layer's call, where "
+                "K.shape gives the sizes"
+            )
+        new_shape = [-1 if d is None else d for d in new_shape]
     if _is_static(new_shape):
         new_shape = _shape_arg(new_shape)
         return np.reshape(_np(x), new_shape) if _is_static(x) else ops.reshape(x, new_shape)
@@ -353,14 +411,14 @@ def reshape(tensor, *args):
         if new.count(-1) > 1:
             raise ValueError(f"reshape: at most one -1 per group, got {tuple(new)}")
         if -1 in new:
-            known = functools.reduce(operator.mul, [d for d in new if not _is_minus_one(d)], 1)
-            new[new.index(-1)] = dims[axis] // known
+            known = _product([d for d in new if not _is_minus_one(d)])
+            new[new.index(-1)] = None if dims[axis] is None else dims[axis] // known
         groups[axis] = new
     return _reshape(tensor, [d for group in groups for d in group])
 
 
 def _is_minus_one(d):
-    return _is_static(d) and np.ndim(d) == 0 and int(d) == -1
+    return _is_static(d) and not _is_dim(d) and np.ndim(d) == 0 and int(d) == -1
 
 
 def flatten(tensor, start=None, end=None):
@@ -371,13 +429,12 @@ def flatten(tensor, start=None, end=None):
     """
     start, end = start or 0, end or ndim(tensor)
     dims = _dims(tensor)
-    merged = functools.reduce(operator.mul, dims[start:end], 1)
-    return _reshape(tensor, dims[:start] + [merged] + dims[end:])
+    return _reshape(tensor, dims[:start] + [_product(dims[start:end])] + dims[end:])
 
 
 def batch_flatten(x):
     """``(batch, d1, ..., dn)`` -> ``(batch, d1 * ... * dn)``. Source: Keras 2.3 `keras.backend.batch_flatten`."""
-    return _reshape(x, [-1, functools.reduce(operator.mul, _dims(x)[1:], 1)])
+    return _reshape(x, [-1, _product(_dims(x)[1:])])
 
 
 def expand_dims(x, axis=-1):
@@ -487,8 +544,8 @@ def one_hot(indices, num_classes):
     """
     indices = _int_indices(indices)
     if _is_static(num_classes):
-        num_classes = int(num_classes)
-        if _is_static(indices):
+        num_classes = _as_dim(num_classes)
+        if _is_static(indices) and not _is_dim(num_classes):
             return (indices[..., None] == np.arange(num_classes)).astype(floatx())
     return ops.one_hot(indices, num_classes, dtype=floatx())
 
@@ -498,7 +555,7 @@ def temporal_padding(x, padding=(1, 1)):
 
     Source: Keras 2.3 `keras.backend.temporal_padding`.
     """
-    left, right = (int(p) if _is_static(p) else p for p in padding)
+    left, right = (_as_dim(p) if _is_static(p) else p for p in padding)
     return ops.pad(x, [[0, 0], [left, right], [0, 0]])
 
 
@@ -837,9 +894,9 @@ def ones_like(x, dtype=None, name=None):
 def arange(start, stop=None, step=1, dtype="int32"):
     """``[start, start + step, ...)`` below ``stop``; ``arange(n)`` counts from 0 and a negative
     ``start`` alone gives an empty range, as Keras 2. Source: Keras 2.3 `keras.backend.arange`."""
-    if stop is None and _is_static(start) and start < 0:
+    if stop is None and _is_static(start) and not _has_dims(start) and start < 0:
         start = 0
-    if _is_static(start) and _is_static(stop if stop is not None else 0) and _is_static(step):
+    if _is_static((start, stop or 0, step)) and not _has_dims((start, stop or 0, step)):
         return (
             np.arange(start, stop, step).astype(dtype) if stop is not None else np.arange(start).astype(dtype)
         )

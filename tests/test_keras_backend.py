@@ -539,9 +539,23 @@ def shape_arithmetic(x, labels):
     )
 
 
+SHAPE_X = RNG.normal(size=(2, 3, 4, 5)).astype("float32")
+SHAPE_LABELS = np.array([[[1, 2], [0, 3], [4, 0]], [[2, 2], [3, 1], [0, 0]]], "float32")
+SHAPE_EXPECTED = [
+    SHAPE_X.reshape(2, 3, 20),
+    SHAPE_LABELS[..., 0] * 4 + SHAPE_LABELS[..., 1],
+    np.ones((2, 3)),
+    np.zeros(4),
+    np.eye(5)[SHAPE_LABELS[..., 0].astype(int)],
+    SHAPE_X.reshape(2, 12, 5),
+    SHAPE_X.reshape(2, 60),
+    SHAPE_X.reshape(2, 3, 4, 5),
+    np.pad(SHAPE_X[:, :, 0], [(0, 0), (0, 1), (0, 0)]),
+]
+
+
 def test_shape_arithmetic_compiles():
-    x = RNG.normal(size=(2, 3, 4, 5)).astype("float32")
-    labels = np.array([[[1, 2], [0, 3], [4, 0]], [[2, 2], [3, 1], [0, 0]]], "float32")
+    x, labels = SHAPE_X, SHAPE_LABELS
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
@@ -555,18 +569,18 @@ def test_shape_arithmetic_compiles():
     else:
         fn = shape_arithmetic
     outputs = [value(o) for o in fn(ops.convert_to_tensor(x), ops.convert_to_tensor(labels))]
-    expected = [
-        x.reshape(2, 3, 20),
-        labels[..., 0] * 4 + labels[..., 1],
-        np.ones((2, 3)),
-        np.zeros(4),
-        np.eye(5)[labels[..., 0].astype(int)],
-        x.reshape(2, 12, 5),
-        x.reshape(2, 60),
-        x.reshape(2, 3, 4, 5),
-        np.pad(x[:, :, 0], [(0, 0), (0, 1), (0, 0)]),
-    ]
-    for got, want in zip(outputs, expected):
+    for got, want in zip(outputs, SHAPE_EXPECTED):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_shape_arithmetic_in_a_functional_model():
+    # Keras infers the output shapes from unknown sizes (JAX: symbolic dimensions), then runs it
+    x = keras.Input((None, 4, 5))
+    labels = keras.Input((None, 2))
+    outputs = keras.layers.Lambda(lambda inputs: list(shape_arithmetic(*inputs)))([x, labels])
+    assert [len(o.shape) for o in outputs] == [want.ndim for want in SHAPE_EXPECTED]
+    model = keras.Model([x, labels], outputs)
+    for got, want in zip(model.predict([SHAPE_X, SHAPE_LABELS], verbose=0), SHAPE_EXPECTED):
         np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
@@ -1004,3 +1018,31 @@ def test_search_layer_finds_embedding_from_bert_output():
     assert search_layer(outer.output, "Embedding-Token") is embedding
     with pytest.raises(ValueError, match="model.output"):
         search_layer(ops.convert_to_tensor(X), "Embedding-Token")
+
+
+def test_k_code_in_lambda_layers_runs_in_a_model():
+    def extract_subject(inputs):  # task_relation_extraction.py's, with float subject ids
+        output, subject_ids = inputs
+        start = batch_gather(output, subject_ids[:, :1])
+        end = batch_gather(output, subject_ids[:, 1:])
+        subject = K.concatenate([start, end], 2)
+        return subject[:, 0]
+
+    hidden = keras.Input((None, 4))
+    subject_ids = keras.Input((2,))
+    subject = keras.layers.Lambda(extract_subject)([hidden, subject_ids])
+    heads = keras.layers.Lambda(lambda x: K.reshape(x, (2, -1), 2))(hidden)  # dynamic batch and seq_len
+    model = keras.Model([hidden, subject_ids], [subject, heads])
+    h = RNG.normal(size=(2, 5, 4)).astype("float32")
+    ids = np.array([[1, 3], [0, 4]], "float32")
+    got_subject, got_heads = model.predict([h, ids], verbose=0)
+    expected = np.stack([np.concatenate([h[b, int(ids[b, 0])], h[b, int(ids[b, 1])]]) for b in range(2)])
+    np.testing.assert_array_equal(got_subject, expected)
+    np.testing.assert_array_equal(got_heads, h.reshape(2, 5, 2, 2))
+
+
+def test_symbolic_reshape_needs_at_most_one_unknown_size():
+    assert K.batch_flatten(keras.Input((3, 4))).shape == (None, 12)
+    assert K.reshape(keras.Input((3, 4)), (-1, 2), 2).shape == (None, 3, 2, 2)
+    with pytest.raises(ValueError, match="inside a layer's call"):
+        K.flatten(keras.Input((None, 4)), 1)
