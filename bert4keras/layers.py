@@ -703,6 +703,25 @@ class TakeToken(NodeAccessors, keras.layers.Layer):
 
 
 @register
+class DropMask(NodeAccessors, keras.layers.Layer):
+    """Passes its input through without its Keras mask.
+
+    The models' outputs carry the padding mask (as bert4keras 0.11.5's), and Keras weights a compiled
+    loss by it, normalising by the number of real tokens of the batch. A loss whose sample weights
+    already normalise per token (e.g. masked-LM weights ``chosen / mask_rate``, which make N data-
+    parallel replicas give exactly one device's gradients) drops the mask with this layer first.
+    Input: any tensor. Output: the same tensor, no mask.
+    """
+
+    def call(self, inputs):
+        # A new tensor object (a view, no copy): the mask is attached to the input object itself.
+        return ops.reshape(inputs, ops.shape(inputs))
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+
+@register
 class AttentionMask(NodeAccessors, keras.layers.Layer):
     """Boolean attention mask ``(batch_size, 1, q_len or 1, k_len)``, True where attention is allowed.
 

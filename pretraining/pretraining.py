@@ -214,6 +214,7 @@ def build_pretraining_model(args, vocab_size):
     checkpoint, as RoBERTa's) and the tied MLM head; GPT is bert4keras's `gpt`.
     """
     import keras
+    from bert4keras.layers import DropMask
     from bert4keras.models import build_transformer_model
 
     kwargs = model_kwargs(args, vocab_size)
@@ -224,7 +225,9 @@ def build_pretraining_model(args, vocab_size):
         application = "unilm" if args.model == "unilm" else "encoder"
         builder = build_transformer_model(args.config, args.checkpoint, model="bert", application=application,
                                           with_pool=True, with_mlm="linear", return_keras_model=False, **kwargs)
-    model = keras.Model(builder.model.inputs, builder.model.outputs[-1], name=f"{args.model}_pretraining")
+    # The sample weights normalise per token; the padding mask would renormalise by each replica's count.
+    logits = DropMask(name="MLM-Logits")(builder.model.outputs[-1])
+    model = keras.Model(builder.model.inputs, logits, name=f"{args.model}_pretraining")
     return builder, model
 
 

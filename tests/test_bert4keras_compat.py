@@ -222,3 +222,25 @@ def test_to_dataset_with_input_and_label_names():
     history = model.fit(dataset, steps_per_epoch=len(gen), epochs=1, verbose=0,
                         validation_data=dataset, validation_steps=len(gen))
     assert np.isfinite(history.history["val_loss"]).all()
+
+
+def test_compiled_loss_averages_over_real_tokens_unless_the_mask_is_dropped():
+    """As Keras 2 with bert4keras 0.11.5: a loss on a masked output counts the real tokens only;
+    `DropMask` gives the plain mean over every position."""
+    from bert4keras.layers import DropMask
+
+    bert = builder(with_mlm="linear")
+    labels = np.roll(TOKENS, -1, axis=1)
+    logits = bert.model.predict([TOKENS, SEGMENTS], verbose=0)
+    shifted = logits - logits.max(-1, keepdims=True)
+    per_token = np.log(np.exp(shifted).sum(-1)) - np.take_along_axis(shifted, labels[..., None], -1)[..., 0]
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    masked = keras.Model(bert.model.inputs, bert.model.outputs[0])
+    masked.compile(loss=loss)
+    real = expected_mask(TOKENS)
+    np.testing.assert_allclose(masked.evaluate([TOKENS, SEGMENTS], labels, batch_size=3, verbose=0),
+                               per_token[real].mean(), rtol=1e-5)
+    plain = keras.Model(bert.model.inputs, DropMask()(bert.model.outputs[0]))
+    plain.compile(loss=loss)
+    np.testing.assert_allclose(plain.evaluate([TOKENS, SEGMENTS], labels, batch_size=3, verbose=0),
+                               per_token.mean(), rtol=1e-5)
