@@ -1,0 +1,160 @@
+"""Chinese sentiment classification with a gradient penalty on the token embeddings.
+
+The Keras 3 port of bert4keras 0.11.5's task_iflytek_gradient_penalty.py, on bert4keras's Chinese
+sentiment set: the loss is cross-entropy + 0.5 * epsilon * ||d cross-entropy / d e||^2, e the token
+embeddings of the batch, one row per position (kexue.fm/archives/7234: the first-order form of
+adversarial training). bert4keras's custom loss,
+
+    loss=loss_with_gradient_penalty  (K.gradients(loss, [embeddings]) inside a Keras 2 loss)
+
+becomes a model that computes the penalty in its training step, before compile:
+
+    model = gradient_penalty(model, 'Embedding-Token', epsilon=1)
+    model.compile(loss='sparse_categorical_crossentropy', ...)
+
+(Keras 3's sparse cross-entropy is twice differentiable, so the script's own version is not needed.)
+No Chinese pretrained BERT ships offline, so a small BERT (2 layers, hidden 128, the Google Chinese vocab
+simplified) is trained from scratch; --no-penalty trains the same model without it, for comparison.
+
+    python examples/task_sentiment_gradient_penalty.py [--no-penalty] [--epsilon 1]
+
+Data: <data-dir>/zh/sentiment.zip (sentiment/sentiment.{train,valid,test}.data, `text\\tlabel`), read in
+place; vocab: <data-dir>/vocab/chinese_bert_vocab.txt. The weights that do best on the valid split are
+restored before testing. Choose the backend with KERAS_BACKEND=tensorflow|jax|torch.
+"""
+
+import argparse
+import os
+import time
+import zipfile
+
+import numpy as np
+
+import keras
+from bert4keras.adversarial import gradient_penalty
+from bert4keras.models import build_transformer_model
+from bert4keras.snippets import DataGenerator, sequence_padding
+from bert4keras.tokenizers import Tokenizer, load_vocab
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", default=os.environ.get("BERT4KERAS_DATA", os.path.join(REPO, "..", "shared", "data")),
+                   help="folder holding zh/sentiment.zip and vocab/ (default: $BERT4KERAS_DATA or <repo>/../shared/data)")
+    p.add_argument("--epsilon", type=float, default=1.0, help="weight of the penalty (bert4keras: 1)")
+    p.add_argument("--no-penalty", action="store_true", help="train without the penalty (the baseline)")
+    p.add_argument("--maxlen", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    p.add_argument("--train-size", type=int, default=0, help="use only N training texts (0: all 16883)")
+    p.add_argument("--valid-size", type=int, default=0, help="validate on only N texts (0: all 2111)")
+    p.add_argument("--test-size", type=int, default=0, help="evaluate on only N test texts (0: all 2111)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--num-hidden-layers", type=int, default=2)
+    p.add_argument("--hidden-size", type=int, default=128)
+    p.add_argument("--num-attention-heads", type=int, default=2)
+    p.add_argument("--intermediate-size", type=int, default=512)
+    return p.parse_args(argv)
+
+
+def load_data(zip_path, split, limit=0):
+    """[(text, label)] of one split, read from the zip in place."""
+    with zipfile.ZipFile(zip_path) as z:
+        lines = z.read(f"sentiment/sentiment.{split}.data").decode("utf-8").splitlines()
+    data = [(text, int(label)) for text, label in (line.rsplit("\t", 1) for line in lines)]
+    return data[:limit] if limit else data
+
+
+class SortedBatches(DataGenerator):
+    """((token_ids, segment_ids), labels) batches. Shuffled examples are sorted by length within chunks
+    of 100 batches so that a batch pads little; lengths are rounded up to a multiple of 16 so that XLA
+    and JAX compile a handful of shapes."""
+
+    def __init__(self, data, tokenizer, maxlen, batch_size=32):
+        super().__init__(data, batch_size=batch_size)
+        self.encoded = [(*tokenizer.encode(text, maxlen=maxlen), label) for text, label in data]
+
+    def __iter__(self, random=False):
+        order = np.random.permutation(len(self.encoded)) if random else np.arange(len(self.encoded))
+        chunk = self.batch_size * 100
+        batches = []
+        for start in range(0, len(order), chunk):
+            idx = order[start:start + chunk]
+            if random:
+                idx = sorted(idx, key=lambda i: len(self.encoded[i][0]))
+            batches += [idx[i:i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+        if random:
+            np.random.shuffle(batches)
+        lengths = [-(-max(len(self.encoded[i][0]) for i in b) // 16) * 16 for b in batches]
+        # On TensorFlow, Keras fixes a generator's shapes from its first two batches: make their lengths differ.
+        j = next((j for j in range(2, len(batches)) if lengths[j] != lengths[0]), None)
+        if len(batches) > 2 and lengths[0] == lengths[1] and j is not None:
+            batches[1], batches[j], lengths[1], lengths[j] = batches[j], batches[1], lengths[j], lengths[1]
+        for batch, length in zip(batches, lengths):
+            token_ids, segment_ids, labels = zip(*(self.encoded[i] for i in batch))
+            yield ((sequence_padding(token_ids, length=length), sequence_padding(segment_ids, length=length)),
+                   np.array(labels, dtype="int32"))
+
+
+def build_classifier(args, vocab_size):
+    """BERT from scratch, pooled [CLS] -> Dropout -> Dense(2, softmax)."""
+    bert = build_transformer_model(
+        None, None, model="bert", with_pool=True, vocab_size=vocab_size, hidden_size=args.hidden_size,
+        num_hidden_layers=args.num_hidden_layers, num_attention_heads=args.num_attention_heads,
+        intermediate_size=args.intermediate_size, hidden_act="gelu", max_position=args.maxlen, dropout_rate=0.1,
+    )
+    output = keras.layers.Dropout(0.1, name="Classifier-Dropout")(bert.output)
+    output = keras.layers.Dense(2, activation="softmax", name="Classifier-Dense",
+                                kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02))(output)
+    return keras.Model(bert.inputs, output)
+
+
+def optimizer(lr, total_steps):
+    """AdamW (weight decay 0.01, not on biases and norms), linear warmup over 10% of the steps, cosine decay."""
+    warmup = max(1, total_steps // 10)
+    schedule = keras.optimizers.schedules.CosineDecay(0.0, max(1, total_steps - warmup), warmup_target=lr,
+                                                      warmup_steps=warmup)
+    opt = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=0.01)
+    opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return opt
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.time()
+    keras.utils.set_random_seed(args.seed)
+    zip_path = os.path.join(args.data_dir, "zh", "sentiment.zip")
+    train_data = load_data(zip_path, "train", args.train_size)
+    valid_data = load_data(zip_path, "valid", args.valid_size)
+    test_data = load_data(zip_path, "test", args.test_size)
+    vocab = os.path.join(args.data_dir, "vocab", "chinese_bert_vocab.txt")
+    token_dict, _ = load_vocab(vocab, simplified=True, startswith=["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
+    tokenizer = Tokenizer(token_dict, do_lower_case=True)
+    train_gen, valid_gen, test_gen = (SortedBatches(d, tokenizer, args.maxlen, args.batch_size)
+                                      for d in (train_data, valid_data, test_data))
+
+    model = build_classifier(args, len(token_dict))
+    if not args.no_penalty:
+        model = gradient_penalty(model, "Embedding-Token", epsilon=args.epsilon)
+    model.compile(optimizer=optimizer(args.lr, len(train_gen) * args.epochs),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    best = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=1,
+                                         restore_best_weights=True, verbose=1)
+    model.fit(train_gen.forfit(), steps_per_epoch=len(train_gen), shuffle=False, epochs=args.epochs,
+              validation_data=valid_gen.forfit(random=False), validation_steps=len(valid_gen), callbacks=[best])
+    _, test_accuracy = model.evaluate(test_gen.forfit(random=False), steps=len(test_gen), verbose=0)
+    wall = time.time() - start
+    technique = "none" if args.no_penalty else f"epsilon={args.epsilon}"
+    print(f"sentiment (zh) test accuracy: {test_accuracy:.4f} ({len(test_data)} texts; best valid accuracy "
+          f"{best.best:.4f} at epoch {best.best_epoch + 1}) | gradient penalty: {technique} | wall time: {wall:.0f}s "
+          f"| backend: {keras.backend.backend()}")
+    print(f"settings: layers={args.num_hidden_layers} hidden={args.hidden_size} train_size={len(train_data)} "
+          f"epochs={args.epochs} batch_size={args.batch_size} maxlen={args.maxlen} lr={args.lr} seed={args.seed}")
+    return test_accuracy
+
+
+if __name__ == "__main__":
+    main()
