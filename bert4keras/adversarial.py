@@ -400,9 +400,11 @@ class VirtualAdversarialModel(_EmbeddingTrainingModel):
     iteration towards the loss's top curvature direction); the optimizer then applies the
     gradients of ``loss(p, model(E + r))``, ``r = epsilon * d / ||d||``, in training mode. The loss
     is the compiled one, with ``p`` as its targets: compile with ``loss='kld'`` as bert4keras did.
-    Labels in the data are ignored; compiled metrics compare with ``p``. bert4keras trained it with
-    ``train_on_batch`` on unlabeled batches between the supervised steps of a model sharing its
-    layers.
+    Labels in the data are ignored (``fit(x)`` works); compiled metrics compare with ``p``.
+    bert4keras trained it with ``train_on_batch`` on unlabeled batches from a callback of the
+    supervised model's ``fit`` (the two share their layers). On JAX such a callback must read
+    ``self.model`` before that call: it makes ``fit`` write its weights back to the variables and
+    read them again for its next step (without it, the variables are empty and the call fails).
 
     Args (besides `keras.Model`'s ``inputs, outputs, name``):
         embedding_name: str, the embedding layer (found in nested models too).

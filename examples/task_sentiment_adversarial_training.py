@@ -13,8 +13,10 @@ becomes one line before it:
 
 No Chinese pretrained BERT ships offline, so a small BERT (2 layers, hidden 128, the Google Chinese vocab
 simplified) is trained from scratch; --no-adversarial trains the same model without FGM, for comparison.
+Its embeddings start small (rows of norm ~0.2: 128 entries of std ~0.02), and bert4keras's 0.5, chosen for a
+pretrained BERT base, keeps it at the constant prediction it starts from (so does 0.1); the default is 0.01.
 
-    python examples/task_sentiment_adversarial_training.py [--no-adversarial] [--epsilon 0.5]
+    python examples/task_sentiment_adversarial_training.py [--no-adversarial] [--epsilon 0.01]
 
 Data: <data-dir>/zh/sentiment.zip (sentiment/sentiment.{train,valid,test}.data, `text\\tlabel`), read in
 place; vocab: <data-dir>/vocab/chinese_bert_vocab.txt. The weights that do best on the valid split are
@@ -41,7 +43,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=os.environ.get("BERT4KERAS_DATA", os.path.join(REPO, "..", "shared", "data")),
                    help="folder holding zh/sentiment.zip and vocab/ (default: $BERT4KERAS_DATA or <repo>/../shared/data)")
-    p.add_argument("--epsilon", type=float, default=0.5, help="size of the perturbation (bert4keras: 0.5)")
+    p.add_argument("--epsilon", type=float, default=0.01,
+                   help="size of the perturbation (bert4keras: 0.5, for BERT base; here 0.5 and 0.1 leave the "
+                        "small model at chance)")
     p.add_argument("--no-adversarial", action="store_true", help="train without FGM (the baseline)")
     p.add_argument("--maxlen", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)

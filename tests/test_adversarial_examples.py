@@ -38,18 +38,18 @@ def check_accuracy_line(out, technique):
 def test_adversarial_training_example(off):
     out = run_example("task_sentiment_adversarial_training.py", *TRAINING, "--train-size", "64",
                       *(["--no-adversarial"] if off else []))
-    check_accuracy_line(out, "adversarial: none" if off else r"adversarial: FGM epsilon=0\.5")
+    check_accuracy_line(out, "adversarial: none" if off else r"adversarial: FGM epsilon=0\.01")
 
 
 def test_gradient_penalty_example():
     out = run_example("task_sentiment_gradient_penalty.py", *TRAINING, "--train-size", "64")
-    check_accuracy_line(out, r"gradient penalty: epsilon=1\.0")
+    check_accuracy_line(out, r"gradient penalty: epsilon=0\.03")
 
 
 def test_virtual_adversarial_training_example():
     out = run_example("task_sentiment_virtual_adversarial_training.py", *TRAINING, "--train-size", "160",
                       "--train-frac", "0.2")
-    check_accuracy_line(out, r"VAT: epsilon=1\.0 xi=10\.0 iters=1")
+    check_accuracy_line(out, r"VAT: epsilon=0\.1 xi=1\.0 iters=1")
     assert "labeled=32 unlabeled=128" in out
 
 
