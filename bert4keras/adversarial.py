@@ -249,6 +249,18 @@ class _EmbeddingTrainingModel(keras.Model):
 
     if _BACKEND == "jax":
 
+        def train_on_batch(self, *args, **kwargs):
+            # Keras' JAX fit empties the variables it trains during an epoch (the weights live in
+            # its state); this model shares them when called from a callback of another's fit.
+            if any(v._value is None for v in self.trainable_variables):
+                raise RuntimeError(
+                    f"{type(self).__name__}.train_on_batch: its weights are held by another model's "
+                    "fit (on JAX, Keras keeps them out of the shared variables during an epoch). In "
+                    "the callback, read `self.model` first: it writes fit's weights back, and fit "
+                    "reads them again for its next step."
+                )
+            return super().train_on_batch(*args, **kwargs)
+
         def train_step(self, state, data):
             trainable, non_trainable, optimizer_variables, metrics_variables = state
             x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -481,32 +493,38 @@ class VirtualAdversarialModel(_EmbeddingTrainingModel):
 
 
 def _wrap(cls, model, **kwargs):
+    """A ``cls`` of ``model``'s layers; compiled with ``model``'s own compile() arguments (the same
+    optimizer, loss and metric objects) when ``model`` is compiled, so that the 0.11.5 order --
+    compile, then ``adversarial_training(model, ...)`` -- needs only ``model = ...``."""
+    wrapped = cls(model.input, model.output, name=model.name, **kwargs)
     if getattr(model, "compiled", False):
-        raise ValueError(
-            f"{cls.__name__} returns a new model of the same layers: call it before compile() and "
-            "compile the model it returns (bert4keras 0.11.5 patched the compiled model in place)."
-        )
-    return cls(model.input, model.output, name=model.name, **kwargs)
+        # Private: Keras keeps the objects compile() was given here; get_compile_config() holds
+        # only their serialized form, which loses unregistered loss functions.
+        wrapped.compile(**model._compile_config.config)
+    return wrapped
 
 
 def adversarial_training(model, embedding_name="Embedding-Token", epsilon=1.0):
     """``AdversarialTrainingModel`` of ``model``'s layers (weights shared): FGM on the matrix of
-    ``embedding_name``. Call before ``compile`` and compile the returned model.
-    Raises: ValueError: ``model`` is already compiled, or as `AdversarialTrainingModel`."""
+    ``embedding_name``. Compile the returned model, or pass a compiled ``model``: the returned
+    one is then compiled with the same arguments.
+    Raises: ValueError: as `AdversarialTrainingModel`."""
     return _wrap(AdversarialTrainingModel, model, embedding_name=embedding_name, epsilon=epsilon)
 
 
 def gradient_penalty(model, embedding_name="Embedding-Token", epsilon=1.0):
     """``GradientPenaltyModel`` of ``model``'s layers (weights shared): the loss plus ``0.5 *
-    epsilon`` times the squared gradient at the token embeddings. Call before ``compile``.
-    Raises: ValueError: ``model`` is already compiled, or as `GradientPenaltyModel`."""
+    epsilon`` times the squared gradient at the token embeddings. Compile the returned model, or
+    pass a compiled ``model`` (the returned one is then compiled with the same arguments).
+    Raises: ValueError: as `GradientPenaltyModel`."""
     return _wrap(GradientPenaltyModel, model, embedding_name=embedding_name, epsilon=epsilon)
 
 
 def virtual_adversarial_training(model, embedding_name="Embedding-Token", epsilon=1.0, xi=10.0, iters=1, seed=None):
     """``VirtualAdversarialModel`` of ``model``'s layers (weights shared), to compile (``loss='kld'``)
-    and train on unlabeled batches. Call before ``compile``.
-    Raises: ValueError: ``model`` is already compiled, or as `VirtualAdversarialModel`."""
+    and train on unlabeled batches; or pass a compiled ``model`` (the returned one is then compiled
+    with the same arguments).
+    Raises: ValueError: as `VirtualAdversarialModel`."""
     return _wrap(VirtualAdversarialModel, model, embedding_name=embedding_name, epsilon=epsilon, xi=xi,
                  iters=iters, seed=seed)
 

@@ -365,11 +365,16 @@ def test_wrong_embedding_name_lists_the_embedding_layers():
         gradient_penalty(tiny_bert(), "Classifier")
 
 
-def test_a_compiled_model_is_refused():
+def test_a_compiled_model_gives_a_model_compiled_alike():
+    """bert4keras 0.11.5's order: compile, then adversarial_training(model, ...)."""
     model = tiny_bert()
-    model.compile(loss="sparse_categorical_crossentropy")
-    with pytest.raises(ValueError, match="call it before compile"):
-        adversarial_training(model, "Embedding-Token")
+    optimizer = keras.optimizers.SGD(0.1)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    for wrap in (adversarial_training, gradient_penalty, virtual_adversarial_training):
+        wrapped = wrap(model, "Embedding-Token")
+        assert wrapped.compiled and wrapped.optimizer is optimizer
+        assert wrapped._compile_config.config["loss"] == "sparse_categorical_crossentropy"
+    assert not tiny_bert().compiled and not adversarial_training(tiny_bert(), "Embedding-Token").compiled
 
 
 def test_embedding_inside_a_nested_model_is_refused_for_the_penalty():
@@ -421,3 +426,36 @@ def test_saved_and_loaded_with_keras(tmp_path):
     assert type(loaded) is AdversarialTrainingModel and loaded.epsilon == 0.25
     np.testing.assert_allclose(loaded.predict(x, verbose=0), adv.predict(x, verbose=0), atol=1e-6)
     loaded.train_on_batch(x, y)
+
+
+class VatFromCallback(keras.callbacks.Callback):
+    """bert4keras 0.11.5's VAT pattern: a VAT step on an unlabeled batch after each supervised step."""
+
+    def __init__(self, model_vat, unlabeled, sync):
+        super().__init__()
+        self.model_vat, self.unlabeled, self.sync, self.steps = model_vat, unlabeled, sync, 0
+
+    def on_batch_end(self, batch, logs=None):
+        if not self.sync:
+            self.model_vat.train_on_batch(self.unlabeled)
+            return
+        self.model  # on JAX: fit's weights back into the variables the VAT model shares
+        before = keras.ops.convert_to_numpy(self.model_vat.trainable_variables[0])
+        self.model_vat.train_on_batch(self.unlabeled)
+        after = keras.ops.convert_to_numpy(self.model_vat.trainable_variables[0])
+        self.steps += int(not np.array_equal(before, after))
+
+
+def test_vat_steps_from_a_callback_of_the_supervised_fit():
+    model = tiny_bert()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    model_vat = virtual_adversarial_training(model, "Embedding-Token", epsilon=0.1, xi=1.0, seed=0)
+    model_vat.compile(optimizer=keras.optimizers.SGD(0.1), loss="kld")
+    x, y = batch()
+    callback = VatFromCallback(model_vat, batch(seed=2)[0], sync=True)
+    model.fit(x, y, batch_size=3, epochs=2, verbose=0, callbacks=[callback])
+    assert callback.steps == 2  # every VAT step changed the shared weights
+    if keras.backend.backend() == "jax":
+        callback = VatFromCallback(model_vat, batch(seed=2)[0], sync=False)
+        with pytest.raises(RuntimeError, match="read `self.model` first"):
+            model.fit(x, y, batch_size=3, epochs=1, verbose=0, callbacks=[callback])
