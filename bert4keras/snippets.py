@@ -563,22 +563,28 @@ class DataGenerator:
         two batches of a plain generator).
 
         Raises (when iterated):
-            ValueError: a whole pass of `__iter__` yielded nothing (empty data, or a one-shot
-            iterator already used up: pass a list or an object whose `__iter__` restarts).
+            ValueError: `max_empty_passes` (10) passes of `__iter__` in a row yielded nothing
+            (empty data, or a one-shot iterator already used up: pass a list or an object whose
+            `__iter__` restarts).
         """
         return _fit_stream_class()(self._batches(random))
 
+    #: Passes in a row without a batch after which `forfit` gives up (one may be legitimate: an
+    #: `__iter__` that yields only inside a data-dependent branch can end a shuffled pass without one).
+    max_empty_passes = 10
+
     def _batches(self, random):
         """The endless generator behind `forfit`."""
+        empty = 0
         while True:
-            empty = True
+            empty += 1
             for d in self.__iter__(random):
-                empty = False
+                empty = 0
                 yield _lists_to_tuples(d)
-            if empty:
+            if empty >= self.max_empty_passes:
                 raise ValueError(
-                    '%s yielded no batch in a whole pass: the data is empty or an iterator '
-                    'that was already consumed (use a list or a re-iterable object)' % type(self).__name__
+                    '%s yielded no batch in %d passes in a row: the data is empty or an iterator '
+                    'that was already consumed (use a list or a re-iterable object)' % (type(self).__name__, empty)
                 )
 
     def fortest(self, random=False):
