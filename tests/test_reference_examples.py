@@ -135,6 +135,16 @@ PORTED = {
     ],
 }
 
+# On JAX a layer cannot draw unseeded random numbers inside a compiled step (Keras 3 needs a
+# SeedGenerator in the layer): the README's porting row for BERT-of-Theseus's BinaryRandomChoice.
+JAX_PORTED = {
+    "task_iflytek_bert_of_theseus.py": [
+        ("        self.supports_masking = True\n",
+         "        self.supports_masking = True\n        self.seed_generator = keras.random.SeedGenerator()\n"),
+        ("K.random_binomial(shape=[1], p=0.5)", "K.random_binomial(shape=[1], p=0.5, seed=self.seed_generator)"),
+    ],
+}
+
 # What each script must print (regular expressions over stdout), beyond exiting with 0.
 EXPECT = {
     "basic_extract_features.py": [r"===== reloading and predicting =====", r"\[\[\["],
@@ -397,7 +407,8 @@ def prepare(script, assets, workdir, **fields):
     values = {"assets": str(assets), **fields}
     for pattern, replacement in COMMON:
         source = pattern.sub(replacement.format(**values), source)
-    for text, replacement in SUBSTITUTIONS[script] + PORTED.get(script, []):
+    ported = PORTED.get(script, []) + (JAX_PORTED.get(script, []) if BACKEND == "jax" else [])
+    for text, replacement in SUBSTITUTIONS[script] + ported:
         replacement = replacement.format(**values)
         if isinstance(text, re.Pattern):
             source, count = text.subn(lambda _: replacement, source)
@@ -418,15 +429,16 @@ def environment():
 
 
 def run(path, timeout=TIMEOUT):
+    """Run the script; its stdout. Raises AssertionError (with its output) when it fails."""
     result = subprocess.run([sys.executable, path.name], cwd=path.parent, env=environment(),
                             capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{path.name} failed on {BACKEND}:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     return result.stdout
 
 
-def workdir_for(tmp_path):
+def workdir(tmp_path_factory, name):
     # the scripts keep '../random_order.json' beside their working directory
-    work = tmp_path / "work"
+    work = tmp_path_factory.mktemp(name.replace(".py", "")) / "work"
     work.mkdir()
     return work
 
@@ -436,34 +448,17 @@ def check_output(script, stdout):
         assert re.search(pattern, stdout), f"{script}: expected {pattern!r} in its output:\n{stdout[-3000:]}"
 
 
-# Scripts run like any other: everything but the web server (served and queried) and the
-# integrated gradients (which imports task_sentiment_albert and its trained weights).
-PLAIN = [s for s in SUBSTITUTIONS if s not in ("basic_simple_web_serving_simbert.py",
-                                               "task_sentiment_integrated_gradients.py")]
-
-
-@pytest.mark.parametrize("script", [s for s in PLAIN if s not in PORTED])
-def test_reference_script_runs(script, assets, tmp_path):
-    stdout = run(prepare(script, assets, workdir_for(tmp_path)))
-    check_output(script, stdout)
-
-
-@pytest.mark.parametrize("script", [s for s in PLAIN if s in PORTED])
-def test_reference_script_runs_after_porting(script, assets, tmp_path):
-    stdout = run(prepare(script, assets, workdir_for(tmp_path)))
-    check_output(script, stdout)
-
-
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def test_reference_web_serving_answers_http(assets, tmp_path):
-    """basic_simple_web_serving_simbert.py serves SimBERT's synonym generation; queried over HTTP."""
+def serve_and_query(assets, work):
+    """basic_simple_web_serving_simbert.py serves SimBERT's synonym generation: queried over HTTP,
+    with and without its required argument; the two JSON answers."""
     port = _free_port()
-    path = prepare("basic_simple_web_serving_simbert.py", assets, workdir_for(tmp_path), port=port)
+    path = prepare("basic_simple_web_serving_simbert.py", assets, work, port=port)
     proc = subprocess.Popen([sys.executable, path.name], cwd=path.parent, env=environment(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -478,20 +473,101 @@ def test_reference_web_serving_answers_http(assets, tmp_path):
             except OSError:
                 assert time.time() < deadline, "the server did not answer"
                 time.sleep(1)
-        assert answer["code"] == 0, answer
-        assert isinstance(answer["data"], list) and len(answer["data"]) <= 2, answer
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/gen_synonyms?n=3", timeout=60) as response:
             missing = json.loads(response.read().decode("utf-8"))
-        assert missing["code"] == 1 and "text" in missing["desc"], missing
+        return answer, missing
     finally:
         proc.kill()
         proc.wait()
 
 
-def test_reference_integrated_gradients(assets, tmp_path):
-    """task_sentiment_integrated_gradients.py imports task_sentiment_albert (which loads the
-    weights its own run saved) and prints per-token attributions."""
-    work = workdir_for(tmp_path)
+def integrated_gradients_run(assets, work):
+    """task_sentiment_integrated_gradients.py imports task_sentiment_albert (which loads the weights
+    its own run saved there): both run in one directory; the second's stdout."""
     run(prepare("task_sentiment_albert.py", assets, work))
-    stdout = run(prepare("task_sentiment_integrated_gradients.py", assets, work))
+    return run(prepare("task_sentiment_integrated_gradients.py", assets, work))
+
+
+# Scripts run like any other: everything but the web server (served and queried) and the
+# integrated gradients (which imports task_sentiment_albert and its trained weights).
+WEB, IG = "basic_simple_web_serving_simbert.py", "task_sentiment_integrated_gradients.py"
+PLAIN = [s for s in SUBSTITUTIONS if s not in (WEB, IG)]
+
+# TensorFlow runs every script; JAX and torch a subset covering each family, head and API the
+# scripts use between them (CI time: the whole suite must stay well under 50 minutes).
+SUBSET = {
+    "jax": {
+        "basic_extract_features.py", "basic_language_model_gpt2_ml.py", WEB, "task_conditional_language_model.py",
+        "task_iflytek_bert_of_theseus.py", "task_iflytek_multigpu.py", "task_relation_extraction.py",
+        "task_relation_extraction_gplinker.py", "task_seq2seq_autotitle_csl_mt5.py", "task_sequence_labeling_ner_crf.py",
+        "task_language_model_chinese_chess.py", *PORTED, IG,
+    },
+    "torch": {
+        "basic_masked_language_model.py", "basic_language_model_cpm_lm.py", "task_image_caption.py",
+        "task_iflytek_bert_of_theseus.py", "task_question_answer_generation_by_seq2seq.py",
+        "task_seq2seq_ape210k_math_word_problem.py", "task_reading_comprehension_by_mlm.py",
+        "task_sequence_labeling_cws_crf.py", "task_sentence_similarity_lcqmc.py", "task_seq2seq_autotitle_multigpu.py",
+        "task_relation_extraction_gplinker.py", "basic_make_uncased_model_cased.py", *PORTED, IG,
+    },
+}
+
+
+def selected(script):
+    """Whether this backend runs ``script``; BERT4KERAS_REFERENCE_ALL=1 runs every one everywhere."""
+    return BACKEND == "tensorflow" or script in SUBSET[BACKEND] or os.environ.get("BERT4KERAS_REFERENCE_ALL") == "1"
+
+
+@pytest.fixture(scope="session")
+def runs(request, assets, tmp_path_factory):
+    """The runs the session's tests ask for, two at a time in the background (a run is mostly
+    single-threaded Python: imports, tracing, decoding loops), in test order; script -> Future."""
+    import concurrent.futures
+
+    wanted = []
+    for item in request.session.items:
+        if item.module.__name__ != __name__:
+            continue
+        script = getattr(item, "callspec", None) and item.callspec.params.get("script")
+        script = script or {"test_reference_web_serving_answers_http": WEB,
+                            "test_reference_integrated_gradients": IG}.get(item.originalname)
+        if script and selected(script) and script not in wanted:
+            wanted.append(script)
+    jobs = {WEB: serve_and_query, IG: integrated_gradients_run}
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    futures = {}
+    for script in wanted:
+        work = workdir(tmp_path_factory, script)
+        job = jobs.get(script) or (lambda script=script, work=work: run(prepare(script, assets, work)))
+        futures[script] = pool.submit(job, assets, work) if script in jobs else pool.submit(job)
+    yield futures
+    pool.shutdown(cancel_futures=True)
+
+
+def result_of(runs, script):
+    if not selected(script):
+        pytest.skip(f"on {BACKEND} a subset of the reference scripts runs (TensorFlow runs all)")
+    return runs[script].result()
+
+
+@pytest.mark.parametrize("script", [s for s in PLAIN if s not in PORTED])
+def test_reference_script_runs(script, runs):
+    """The script runs unchanged but for `COMMON` and `SUBSTITUTIONS` (on JAX, BERT-of-Theseus
+    also takes `JAX_PORTED`'s seeded random layer)."""
+    check_output(script, result_of(runs, script))
+
+
+@pytest.mark.parametrize("script", [s for s in PLAIN if s in PORTED])
+def test_reference_script_runs_after_porting(script, runs):
+    check_output(script, result_of(runs, script))
+
+
+def test_reference_web_serving_answers_http(runs):
+    answer, missing = result_of(runs, WEB)
+    assert answer["code"] == 0, answer
+    assert isinstance(answer["data"], list) and len(answer["data"]) <= 2, answer
+    assert missing["code"] == 1 and "text" in missing["desc"], missing
+
+
+def test_reference_integrated_gradients(runs):
+    stdout = result_of(runs, IG)
     assert stdout.count("[(") >= 2, stdout[-3000:]
