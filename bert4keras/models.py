@@ -1986,7 +1986,7 @@ def get_layout_map(device_mesh, model_dim="model"):
     if model_dim not in device_mesh.axis_names:
         raise ValueError(f"model_dim={model_dim!r} is not an axis of the device mesh {list(device_mesh.axis_names)}")
     layout_map = keras.distribution.LayoutMap(device_mesh)
-    layout_map[r"(.*/)?Embedding-Token/embeddings"] = (None, model_dim)
+    layout_map[r".*Embedding-Token/embeddings"] = (None, model_dim)
     layout_map[r".*MultiHead\w*Attention/[qkv]_dense/kernel"] = (None, model_dim)
     layout_map[r".*MultiHead\w*Attention/o_dense/kernel"] = (model_dim, None)
     layout_map[r".*FeedForward/i\d+_dense/kernel"] = (None, model_dim)
