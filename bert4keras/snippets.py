@@ -723,16 +723,10 @@ def _batch_stream_class():
 @functools.lru_cache(maxsize=None)
 def _fit_stream_class():
     """The class of `DataGenerator.forfit`'s streams, built once Keras is imported."""
-    import tensorflow as tf
     from keras.src.trainers.data_adapters import data_adapter_utils
     # Private: Keras has no public way to give a generator's tf.data signature. `fit` uses any
     # DataAdapter it is handed as it is (keras.src.trainers.data_adapters.get_data_adapter).
     from keras.src.trainers.data_adapters.generator_data_adapter import GeneratorDataAdapter
-
-    def open_dims(spec):  # size-1 dimensions (e.g. labels (batch_size, 1)) stay: Keras squeezes them
-        if not isinstance(spec, tf.TensorSpec):
-            return spec
-        return tf.TensorSpec([None if d != 1 else 1 for d in spec.shape.as_list()], spec.dtype)
 
     class BatchStream(GeneratorDataAdapter):
         """An endless iterator of batches that `model.fit` also takes as its data adapter.
@@ -758,6 +752,13 @@ def _fit_stream_class():
             return batch[0] if self.unwrap else batch
 
         def get_tf_dataset(self):
+            import tensorflow as tf
+
+            def open_dims(spec):  # size-1 dimensions (labels (batch_size, 1)) stay: Keras squeezes them
+                if not isinstance(spec, tf.TensorSpec):
+                    return spec
+                return tf.TensorSpec([None if d != 1 else 1 for d in spec.shape.as_list()], spec.dtype)
+
             if self._output_signature is None:
                 spec = data_adapter_utils.get_tensor_spec(self._first_batches)
                 self._output_signature = tf.nest.map_structure(open_dims, spec)
