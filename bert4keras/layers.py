@@ -714,8 +714,10 @@ class DropMask(NodeAccessors, keras.layers.Layer):
     """
 
     def call(self, inputs):
-        # A new tensor object (a view, no copy): the mask is attached to the input object itself.
-        return ops.reshape(inputs, ops.shape(inputs))
+        # A new tensor object without copying (views on TensorFlow/torch, free under jit): Keras
+        # attaches the mask to the input object itself. (JAX's reshape to the same shape returns
+        # the same object.)
+        return ops.squeeze(ops.expand_dims(inputs, -1), -1)
 
     def compute_mask(self, inputs, mask=None):
         return None
