@@ -267,22 +267,26 @@ class WebServing:
     def _serve_waitress(self, ready):
         import waitress
         from waitress import wasyncore
-        from waitress.server import BaseWSGIServer
 
         socket_map = {}
         server = waitress.create_server(self.app, map=socket_map, host=self.host, port=self.port)
         listening = getattr(server, 'effective_listen', None)
         self.port = int(listening[0][1] if listening else server.effective_port)
-        trigger = next(d.trigger for d in list(socket_map.values()) if isinstance(d, BaseWSGIServer))
-        # Closing every channel inside the event loop's own thread empties its map, so run() returns.
-        self._stopper = lambda: trigger.pull_trigger(lambda: wasyncore.close_all(socket_map))
+        # stop() only sets an event, which the event loop checks between short polls; the channels
+        # are closed in the loop's own thread. (No cross-thread write to waitress's trigger pipe.)
+        stopping = threading.Event()
+        self._stopper = stopping.set
         ready.set()
         if not self._thread:
             print('WebServing: serving on http://%s:%d/ (Ctrl-C to stop)' % (self.host, self.port), file=sys.stderr)
         try:
-            server.run()
+            while socket_map and not stopping.is_set():
+                wasyncore.loop(timeout=0.1, map=socket_map, use_poll=server.adj.asyncore_use_poll, count=1)
+        except KeyboardInterrupt:  # Ctrl-C ends a foreground server quietly, as bottle.run does
+            pass
         finally:
             server.task_dispatcher.shutdown()
+            wasyncore.close_all(socket_map, ignore_all=True)
 
     def _serve_bottle(self, ready):
         bottle = self.bottle
