@@ -67,23 +67,35 @@ def load_data(zip_path, split, limit=0):
 
 
 class SortedBatches(DataGenerator):
-    """((token_ids, segment_ids), labels) batches of texts of similar lengths (`DataGenerator`'s length
-    bucketing), padded to a multiple of 16 so that XLA and JAX compile a handful of shapes."""
+    """((token_ids, segment_ids), labels) batches. Shuffled examples are sorted by length within chunks
+    of 100 batches so that a batch pads little; lengths are rounded up to a multiple of 16 so that XLA
+    and JAX compile a handful of shapes."""
 
     def __init__(self, data, tokenizer, maxlen, batch_size=32):
-        encoded = [(*tokenizer.encode(text, maxlen=maxlen), label) for text, label in data]
-        super().__init__(encoded, batch_size=batch_size, bucket_by=lambda sample: len(sample[0]))
+        super().__init__(data, batch_size=batch_size)
+        self.encoded = [(*tokenizer.encode(text, maxlen=maxlen), label) for text, label in data]
 
     def __iter__(self, random=False):
-        batch = []
-        for is_end, sample in self.sample(random):
-            batch.append(sample)
-            if len(batch) == self.batch_size or is_end:
-                token_ids, segment_ids, labels = zip(*batch)
-                length = -(-max(map(len, token_ids)) // 16) * 16
-                yield ((sequence_padding(token_ids, length=length), sequence_padding(segment_ids, length=length)),
-                       np.array(labels, dtype="int32"))
-                batch = []
+        order = np.random.permutation(len(self.encoded)) if random else np.arange(len(self.encoded))
+        chunk = self.batch_size * 100
+        batches = []
+        for start in range(0, len(order), chunk):
+            idx = order[start:start + chunk]
+            if random:
+                idx = sorted(idx, key=lambda i: len(self.encoded[i][0]))
+            batches += [idx[i:i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+        if random:
+            np.random.shuffle(batches)
+        lengths = [-(-max(len(self.encoded[i][0]) for i in b) // 16) * 16 for b in batches]
+        # On TensorFlow, Keras fixes a generator's shapes from its first two batches: make their lengths differ.
+        j = next((j for j in range(2, len(batches)) if lengths[j] != lengths[0]), None)
+        if len(batches) > 2 and lengths[0] == lengths[1] and j is not None:
+            batches[1], batches[j], lengths[1], lengths[j] = batches[j], batches[1], lengths[j], lengths[1]
+        for batch, length in zip(batches, lengths):
+            token_ids, segment_ids, labels = zip(*(self.encoded[i] for i in batch))
+            yield ((sequence_padding(token_ids, length=length), sequence_padding(segment_ids, length=length)),
+                   np.array(labels, dtype="int32"))
+
 
 def build_classifier(args, vocab_size):
     """BERT from scratch, pooled [CLS] -> Dropout -> Dense(2, softmax)."""
