@@ -34,6 +34,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from bert4keras.snippets import _check_int, _check_number
+
 __all__ = [
     "piecewise_linear",
     "PiecewiseLinearSchedule",
@@ -70,11 +72,15 @@ def piecewise_linear(step, schedule, from_zero=True):
     `{1000: 1, 2000: 0.1}` rises linearly from 0 at step 0 to 1 at step 1000 (the implicit
     (0, 0) point is added when `from_zero` and the schedule has no step 0), falls to 0.1 at
     step 2000 and stays there. Before the first point the first value holds.
+    `schedule` may also be a list of (step, value) pairs; steps are ints >= 0 in any order
+    (digit strings, as a JSON config holds them, and floats are converted with `int`).
     Returns a float tensor of `step`'s shape.
+    Raises TypeError / ValueError for an empty schedule, a step that is not a number >= 0,
+    a step given twice, or a value that is not a finite number.
     """
-    points = sorted((int(k), float(v)) for k, v in schedule.items())
+    points = list(_step_schedule("piecewise_linear", "schedule", schedule, minimum=None).items())
     if not points:
-        raise ValueError("schedule must have at least one {step: value} point")
+        raise ValueError(f"piecewise_linear: schedule must have at least one {{step: value}} point, got {schedule!r}")
     if from_zero and points[0][0] != 0:
         points = [(0, 0.0)] + points
     t = ops.cast(step, keras.config.floatx())
@@ -96,8 +102,12 @@ class PiecewiseLinearSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(self, learning_rate, schedule):
-        self.learning_rate = float(learning_rate)
-        self.schedule = {int(k): float(v) for k, v in schedule.items()}
+        self.learning_rate = _check_number("PiecewiseLinearSchedule", "learning_rate", learning_rate, 0)
+        self.schedule = _step_schedule("PiecewiseLinearSchedule", "schedule", schedule)
+        if not self.schedule:
+            raise ValueError(
+                f"PiecewiseLinearSchedule: schedule must have at least one {{step: multiplier}} point, got {schedule!r}"
+            )
 
     def __call__(self, step):
         return self.learning_rate * piecewise_linear(step, self.schedule)
@@ -108,6 +118,85 @@ class PiecewiseLinearSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 def _string_matching(string, patterns):
     return any(re.search(pattern, string) for pattern in patterns)
+
+
+# Argument checks: a wrong type is a TypeError, a bad value a ValueError, each naming the class,
+# the argument, the value and what is expected (`_check_int`/`_check_number` from snippets).
+
+
+def _patterns(where, name, patterns):
+    """`patterns` (None, or a list of regexes searched in variable paths) as a list."""
+    if patterns is None:
+        return []
+    if not isinstance(patterns, (list, tuple, set, frozenset)):
+        hint = f"; for one pattern write [{patterns!r}]" if isinstance(patterns, str) else ""
+        raise TypeError(
+            f"{where}: {name} must be a list of regex patterns (str), got {patterns!r} "
+            f"({type(patterns).__name__}){hint}"
+        )
+    patterns = sorted(patterns) if isinstance(patterns, (set, frozenset)) else list(patterns)
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise TypeError(
+                f"{where}: {name} must be a list of regex patterns (str), got {pattern!r} "
+                f"({type(pattern).__name__}) in {patterns!r}"
+            )
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ValueError(f"{where}: {name} holds {pattern!r}, which is not a valid regex: {error}") from None
+    return patterns
+
+
+def _pairs(where, name, schedule, key, value):
+    """The (key, value) pairs of a dict, or of a list of pairs."""
+    if isinstance(schedule, dict):
+        return list(schedule.items())
+    if isinstance(schedule, (list, tuple)) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in schedule):
+        return [tuple(p) for p in schedule]
+    raise TypeError(
+        f"{where}: {name} must be a dict {{{key}: {value}}} (or a list of ({key}, {value}) pairs), "
+        f"got {schedule!r} ({type(schedule).__name__})"
+    )
+
+
+def _step_schedule(where, name, schedule, minimum=0):
+    """`{step: value}` (or (step, value) pairs) as a dict sorted by step: int steps >= 0 (digit
+    strings, as JSON configs hold them, and floats go through `int` as in bert4keras 0.11.5),
+    float values >= `minimum` (None: any finite number)."""
+    points = {}
+    for key, value in _pairs(where, name, schedule, "step", "multiplier" if minimum == 0 else "value"):
+        step = key
+        if isinstance(step, str):
+            try:
+                step = int(step)
+            except ValueError:
+                pass
+        if isinstance(step, bool) or not isinstance(step, (int, float, np.integer, np.floating)):
+            raise TypeError(
+                f"{where}: {name} steps must be ints >= 0 (optimizer iterations), got {key!r} ({type(key).__name__})"
+            )
+        if not np.isfinite(step) or step < 0:
+            raise ValueError(f"{where}: {name} steps must be ints >= 0 (optimizer iterations), got {key!r}")
+        step = int(step)
+        if step in points:
+            raise ValueError(f"{where}: {name} gives step {step} twice")
+        points[step] = _check_number(where, f"{name}[{key!r}]", value, minimum)
+    return dict(sorted(points.items()))
+
+
+def _name_schedule(where, name, schedule):
+    """`{substring of a variable path: multiplier >= 0}` (or such pairs) as a dict."""
+    multipliers = {}
+    for key, value in _pairs(where, name, schedule, "name substring", "multiplier"):
+        if not isinstance(key, str):
+            raise TypeError(
+                f"{where}: {name} keys must be substrings of variable paths (str), got {key!r} ({type(key).__name__})"
+            )
+        if key in multipliers:
+            raise ValueError(f"{where}: {name} gives {key!r} twice")
+        multipliers[key] = _check_number(where, f"{name}[{key!r}]", value, 0)
+    return multipliers
 
 
 def _path(optimizer, variable):
@@ -151,8 +240,8 @@ class Adam(keras.optimizers.Optimizer):
 
     Args:
         learning_rate: float or `LearningRateSchedule`.
-        beta_1, beta_2: moment decay rates.
-        epsilon: float, 1e-6 as in bert4keras (and Google's BERT AdamWeightDecayOptimizer).
+        beta_1, beta_2: moment decay rates in [0, 1).
+        epsilon: float >= 0, 1e-6 as in bert4keras (and Google's BERT AdamWeightDecayOptimizer).
         bias_correction: bool.
         **kwargs: Keras optimizer arguments (`clipnorm`, `global_clipnorm`, `name`, ...).
     Source: Kingma & Ba 2015, Algorithm 1 (eps placement as in the paper).
@@ -167,6 +256,10 @@ class Adam(keras.optimizers.Optimizer):
         bias_correction=True,
         **kwargs,
     ):
+        where = type(self).__name__
+        beta_1 = _check_number(where, "beta_1", beta_1, 0, 1, high_open=True)
+        beta_2 = _check_number(where, "beta_2", beta_2, 0, 1, high_open=True)
+        epsilon = _check_number(where, "epsilon", epsilon, 0)
         super().__init__(learning_rate=learning_rate, **kwargs)
         self.beta_1 = beta_1
         self.beta_2 = beta_2
@@ -225,12 +318,12 @@ class AdaFactor(keras.optimizers.Optimizer):
 
     Args:
         learning_rate: float, schedule or None (relative step size).
-        beta1: float, momentum on the update; 0 keeps no first moment.
-        beta2: float or None.
-        epsilon1, epsilon2: floats, as above.
+        beta1: float in [0, 1), momentum on the update; 0 keeps no first moment.
+        beta2: float in [0, 1) or None.
+        epsilon1, epsilon2: floats >= 0, as above.
         multiply_by_parameter_scale: bool.
-        clipping_threshold: float or None.
-        min_dim_size_to_factor: int.
+        clipping_threshold: float > 0 or None.
+        min_dim_size_to_factor: int >= 0.
         exclude_from_parameter_scale: list of regex patterns searched in variable paths.
     Source: Shazeer & Stern 2018 (arXiv:1804.04235); mesh_tensorflow's optimize.py.
     """
@@ -248,6 +341,16 @@ class AdaFactor(keras.optimizers.Optimizer):
         exclude_from_parameter_scale=None,
         **kwargs,
     ):
+        where = type(self).__name__
+        beta1 = _check_number(where, "beta1", beta1, 0, 1, high_open=True)
+        beta2 = _check_number(where, "beta2", beta2, 0, 1, high_open=True, allow_none=True)
+        epsilon1 = _check_number(where, "epsilon1", epsilon1, 0)
+        epsilon2 = _check_number(where, "epsilon2", epsilon2, 0)
+        clipping_threshold = _check_number(
+            where, "clipping_threshold", clipping_threshold, 0, low_open=True, allow_none=True
+        )
+        min_dim_size_to_factor = _check_int(where, "min_dim_size_to_factor", min_dim_size_to_factor, 0)
+        exclude_from_parameter_scale = _patterns(where, "exclude_from_parameter_scale", exclude_from_parameter_scale)
         # Keras wants a float; the relative step size replaces it in _get_current_learning_rate.
         super().__init__(learning_rate=0.01 if learning_rate is None else learning_rate, **kwargs)
         self.relative_step = learning_rate is None
@@ -258,7 +361,7 @@ class AdaFactor(keras.optimizers.Optimizer):
         self.multiply_by_parameter_scale = multiply_by_parameter_scale
         self.clipping_threshold = clipping_threshold
         self.min_dim_size_to_factor = min_dim_size_to_factor
-        self.exclude_from_parameter_scale = list(exclude_from_parameter_scale or [])
+        self.exclude_from_parameter_scale = exclude_from_parameter_scale
 
     def factored_shape(self, shape):
         """(shape of vr, axis averaged for vr, shape of vc, axis averaged for vc), or None."""
@@ -392,6 +495,8 @@ def _extension(suffix):
                     f"{make.__name__}: BaseOptimizer must be a subclass of keras.optimizers.Optimizer "
                     f"(the class, not an instance); got {BaseOptimizer!r}"
                 )
+            if name is not None and not isinstance(name, str):
+                raise TypeError(f"{make.__name__}: name must be a str or None, got {name!r} ({type(name).__name__})")
             name = name or f"{_base_stem(BaseOptimizer)}_{suffix}"
             key = (make.__name__, BaseOptimizer, name)
             if key not in _DERIVED:
@@ -415,19 +520,23 @@ def extend_with_weight_decay(BaseOptimizer):
         w_new = base_update(w) - lr_t * weight_decay_rate * w
 
     with w the value before the step and lr_t the scheduled learning rate (piecewise multiplier
-    included). New arguments: `weight_decay_rate=0.01`, `exclude_from_weight_decay=[]` (regex
-    patterns `re.search`ed in the variable path, e.g. `["Norm", "bias"]`). Independent of Keras'
-    own `weight_decay`, which decays before the step and matches bare variable names.
+    included). New arguments: `weight_decay_rate=0.01` (>= 0), `exclude_from_weight_decay=[]`
+    (a list of regex patterns `re.search`ed in the variable path, e.g. `["Norm", "bias"]`).
+    Independent of Keras' own `weight_decay`, which decays before the step and matches bare
+    variable names.
     Source: Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization" (arXiv:1711.05101);
     Su Jianlin, "6个派生优化器的简单介绍及其实现" (kexue.fm, 2019-11-25).
     """
 
     class NewOptimizer(BaseOptimizer):
         def __init__(self, *args, weight_decay_rate=0.01, exclude_from_weight_decay=None, **kwargs):
+            where = type(self).__name__
+            weight_decay_rate = _check_number(where, "weight_decay_rate", weight_decay_rate, 0)
+            patterns = _patterns(where, "exclude_from_weight_decay", exclude_from_weight_decay)
             super().__init__(*args, **kwargs)
             self.weight_decay_rate = weight_decay_rate
             # Not `self.exclude_from_weight_decay`: that name is Keras' method.
-            self.exclude_from_weight_decay_patterns = list(exclude_from_weight_decay or [])
+            self.exclude_from_weight_decay_patterns = patterns
 
         def _do_weight_decay(self, variable):
             return not _string_matching(_path(self, variable), self.exclude_from_weight_decay_patterns)
@@ -465,8 +574,9 @@ def extend_with_layer_adaptation(BaseOptimizer):
 
     class NewOptimizer(BaseOptimizer):
         def __init__(self, *args, exclude_from_layer_adaptation=None, **kwargs):
+            patterns = _patterns(type(self).__name__, "exclude_from_layer_adaptation", exclude_from_layer_adaptation)
             super().__init__(*args, **kwargs)
-            self.exclude_from_layer_adaptation = list(exclude_from_layer_adaptation or [])
+            self.exclude_from_layer_adaptation = patterns
 
         def update_step(self, gradient, variable, learning_rate):
             if _string_matching(_path(self, variable), self.exclude_from_layer_adaptation):
@@ -499,16 +609,18 @@ def extend_with_piecewise_linear_lr(BaseOptimizer):
     with n the number of `apply` calls before this one, accumulation micro-steps included
     (Keras' `_iterations`, not the update count `iterations`). `lr_schedule={1000: 1, 2000: 0.1}`
     warms up from 0 over 1000 steps, decays to 10% at step 2000, then holds; the default {0: 1}
-    is constant. Everything reading the learning rate (the base update, weight decay, layer
-    adaptation, `optimizer.learning_rate`) sees lr_t. `PiecewiseLinearSchedule` is the same as
-    a Keras `LearningRateSchedule`.
+    is constant. Steps are ints >= 0 in any order, multipliers numbers >= 0; a list of
+    (step, multiplier) pairs is taken as the same dict. Everything reading the learning rate
+    (the base update, weight decay, layer adaptation, `optimizer.learning_rate`) sees lr_t.
+    `PiecewiseLinearSchedule` is the same as a Keras `LearningRateSchedule`.
     Source: Su Jianlin, "6个派生优化器的简单介绍及其实现" (kexue.fm, 2019-11-25).
     """
 
     class NewOptimizer(BaseOptimizer):
         def __init__(self, *args, lr_schedule=None, **kwargs):
+            schedule = {} if lr_schedule is None else _step_schedule(type(self).__name__, "lr_schedule", lr_schedule)
             super().__init__(*args, **kwargs)
-            self.lr_schedule = {int(k): float(v) for k, v in (lr_schedule or {0: 1.0}).items()}
+            self.lr_schedule = schedule or {0: 1.0}
 
         def _get_current_learning_rate(self):
             multiplier = piecewise_linear(self._iterations, self.lr_schedule)
@@ -537,15 +649,13 @@ def extend_with_gradient_accumulation(BaseOptimizer):
 
     class NewOptimizer(BaseOptimizer):
         def __init__(self, *args, grad_accum_steps=2, **kwargs):
+            grad_accum_steps = _check_int(type(self).__name__, "grad_accum_steps", grad_accum_steps, 1)
             keras_steps = kwargs.pop("gradient_accumulation_steps", None)
             if keras_steps not in (None, grad_accum_steps):
                 raise ValueError(
                     f"grad_accum_steps={grad_accum_steps} conflicts with "
                     f"gradient_accumulation_steps={keras_steps}; pass only grad_accum_steps"
                 )
-            grad_accum_steps = int(grad_accum_steps)
-            if grad_accum_steps < 1:
-                raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
             steps = grad_accum_steps if grad_accum_steps > 1 else None
             super().__init__(*args, gradient_accumulation_steps=steps, **kwargs)
             self.grad_accum_steps = grad_accum_steps
@@ -627,7 +737,8 @@ def extend_with_lookahead(BaseOptimizer):
         fast weights w: the base update;  slow weights phi start at the weights of the first step
         after every k-th update: phi <- phi + alpha (w - phi);  w <- phi
 
-    New arguments: `steps_per_slow_update=5` (k), `slow_step_size=0.5` (alpha). Updates are
+    New arguments: `steps_per_slow_update=5` (k, an int >= 1), `slow_step_size=0.5` (alpha, in
+    (0, 1]; 0 would reset the weights to their start every k updates). Updates are
     counted by `optimizer.iterations` (accumulation-aware). The slow weights are optimizer
     variables (`slow_weight` slots), saved with the optimizer.
     Source: Zhang, Lucas, Hinton & Ba 2019 (arXiv:1907.08610), Algorithm 1; Su Jianlin,
@@ -636,8 +747,11 @@ def extend_with_lookahead(BaseOptimizer):
 
     class NewOptimizer(BaseOptimizer):
         def __init__(self, *args, steps_per_slow_update=5, slow_step_size=0.5, **kwargs):
+            where = type(self).__name__
+            steps_per_slow_update = _check_int(where, "steps_per_slow_update", steps_per_slow_update, 1)
+            slow_step_size = _check_number(where, "slow_step_size", slow_step_size, 0, 1, low_open=True)
             super().__init__(*args, **kwargs)
-            self.steps_per_slow_update = int(steps_per_slow_update)
+            self.steps_per_slow_update = steps_per_slow_update
             self.slow_step_size = slow_step_size
 
         def build(self, variables):
@@ -683,8 +797,9 @@ def extend_with_lazy_optimization(BaseOptimizer):
 
     class NewOptimizer(BaseOptimizer):
         def __init__(self, *args, include_in_lazy_optimization=None, **kwargs):
+            patterns = _patterns(type(self).__name__, "include_in_lazy_optimization", include_in_lazy_optimization)
             super().__init__(*args, **kwargs)
-            self.include_in_lazy_optimization = list(include_in_lazy_optimization or [])
+            self.include_in_lazy_optimization = patterns
 
         def update_step(self, gradient, variable, learning_rate):
             if not _string_matching(_path(self, variable), self.include_in_lazy_optimization):
@@ -724,8 +839,7 @@ def extend_with_exponential_moving_average(BaseOptimizer):
         def __init__(self, *args, ema_momentum=0.999, **kwargs):
             if kwargs.get("use_ema"):
                 raise ValueError("use either extend_with_exponential_moving_average or Keras' use_ema, not both")
-            if not 0.0 <= ema_momentum < 1.0:
-                raise ValueError(f"ema_momentum must be in [0, 1), got {ema_momentum}")
+            ema_momentum = _check_number(type(self).__name__, "ema_momentum", ema_momentum, 0, 1, high_open=True)
             # Keras' base optimizer owns the `ema_momentum` attribute and config entry.
             super().__init__(*args, ema_momentum=ema_momentum, **kwargs)
             self._old_weights = None
@@ -775,15 +889,19 @@ def extend_with_parameter_wise_lr(BaseOptimizer):
         multiplier(w) = product of paramwise_lr_schedule[k] over keys k contained in w's path
         w_new = w + multiplier(w) * (base_update(w) - w)
 
-    New argument: `paramwise_lr_schedule={}`, e.g. `{"Embedding-": 0.1, "Transformer-0-": 0.5}`;
-    plain substring match; 0 freezes a variable (its slots still update).
+    New argument: `paramwise_lr_schedule={}`, e.g. `{"Embedding-": 0.1, "Transformer-0-": 0.5}`
+    (or a list of such pairs); plain substring match; multipliers >= 0, 0 freezes a variable
+    (its slots still update).
     Source: Su Jianlin, "“让Keras更酷一些！”：分层的学习率和自由的梯度" (kexue.fm, 2019-03-10).
     """
 
     class NewOptimizer(BaseOptimizer):
         def __init__(self, *args, paramwise_lr_schedule=None, **kwargs):
+            schedule = {}
+            if paramwise_lr_schedule is not None:
+                schedule = _name_schedule(type(self).__name__, "paramwise_lr_schedule", paramwise_lr_schedule)
             super().__init__(*args, **kwargs)
-            self.paramwise_lr_schedule = {str(k): float(v) for k, v in (paramwise_lr_schedule or {}).items()}
+            self.paramwise_lr_schedule = schedule
 
         def _multiplier(self, variable):
             path = _path(self, variable)

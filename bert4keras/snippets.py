@@ -38,63 +38,201 @@ def is_string(s):
     return isinstance(s, str)
 
 
+# Argument checks shared by snippets, the decoders and bert4keras.optimizers: a wrong type is a
+# TypeError, a value out of range a ValueError, and both messages read
+# "<where>: <name> must be <expected>, got <value>", so the caller sees the culprit, not a crash
+# several frames down (a division by zero, `range(2.5)`, a beam as wide as the vocabulary).
+
+
+def _check_int(where, name, value, minimum=0, allow_none=False):
+    """`value` as a Python int >= `minimum` (or None when `allow_none`).
+
+    NumPy integers count as ints; bools and floats (even 2.0) do not.
+    """
+    if value is None and allow_none:
+        return None
+    expected = 'an int >= %d%s' % (minimum, ' or None' if allow_none else '')
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError('%s: %s must be %s, got %r (%s)' % (where, name, expected, value, type(value).__name__))
+    if value < minimum:
+        raise ValueError('%s: %s must be %s, got %r' % (where, name, expected, _shown(value)))
+    return int(value)
+
+
+def _check_number(where, name, value, low=None, high=None, low_open=False, high_open=False,
+                  allow_none=False, hint=''):
+    """`value` as a finite Python float within the bounds (or None when `allow_none`).
+
+    `low`/`high` are None (unbounded) or numbers, excluded when `low_open`/`high_open`.
+    NumPy numbers count; bools, strings and NaN or infinite values do not. `hint` is
+    appended to the ValueError message (e.g. what to use instead).
+    """
+    if value is None and allow_none:
+        return None
+    if low is not None and high is not None:
+        expected = 'a number in %s%g, %g%s' % ('(' if low_open else '[', low, high, ')' if high_open else ']')
+    elif low is not None:
+        expected = 'a number %s %g' % ('>' if low_open else '>=', low)
+    elif high is not None:
+        expected = 'a number %s %g' % ('<' if high_open else '<=', high)
+    else:
+        expected = 'a finite number'
+    expected += ' or None' if allow_none else ''
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError('%s: %s must be %s, got %r (%s)' % (where, name, expected, value, type(value).__name__))
+    number = float(value)
+    ok = np.isfinite(number)
+    if ok and low is not None:
+        ok = number > low if low_open else number >= low
+    if ok and high is not None:
+        ok = number < high if high_open else number <= high
+    if not ok:
+        raise ValueError('%s: %s must be %s, got %r%s' % (where, name, expected, _shown(value), hint))
+    return number
+
+
+def _shown(value):
+    """`np.int64(3)` as 3 in messages."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def sequence_padding(inputs, length=None, value=0, seq_dims=1, mode='post'):
     """Pad (or cut) a batch of sequences to one length and stack them.
 
     Args:
         inputs: list of array-likes; sample `i` has shape (len_i, ...) (with `seq_dims=2`,
-            (len_i, len2_i, ...)); all other dimensions must agree.
+            (len_i, len2_i, ...)); all other dimensions must agree. Within a sample, nested
+            lists may be ragged in the padded dimensions: with `seq_dims=2`, `[[1, 2], [3]]`
+            is padded like the (2, 2) array `[[1, 2], [3, 0]]`.
         length: None (the longest in `inputs`, per padded dimension), an int (used for
             every padded dimension), or a list with one int per padded dimension. Longer
             sequences are cut to it, keeping their start.
         value: the padding value.
-        seq_dims: int, how many leading dimensions to pad.
-        mode: 'post' pads at the end, 'pre' at the start.
+        seq_dims: int >= 1, how many leading dimensions to pad.
+        mode: 'post' pads at the end, 'pre' at the start (of every padded dimension).
     Returns:
         np.ndarray of shape (batch_size, *length, ...), dtype as NumPy infers from `inputs`
         (int64 for lists of Python ints; pass arrays to choose another).
     Raises:
         ValueError: `mode` is not 'post'/'pre'; `inputs` is empty (an empty batch); a sample
             has fewer than `seq_dims` dimensions, or trailing dimensions unlike the first
-            sample's (the message names the sample and both shapes); `length` is negative or
-            has the wrong number of entries.
-        TypeError: `inputs` is not a list-like of sequences (e.g. None or a str).
+            sample's, or is ragged below its first `seq_dims` dimensions (the message names
+            the sample, or the nested element, and both shapes); `seq_dims` < 1; `length` is
+            negative or has the wrong number of entries.
+        TypeError: `inputs` is not a list-like of sequences (e.g. None or a str); `seq_dims`
+            or an entry of `length` is not an int.
     Source: bert4keras 0.11.5 `sequence_padding`.
     """
+    where = 'sequence_padding'
+    seq_dims = _check_int(where, 'seq_dims', seq_dims, 1)
     if mode not in ('post', 'pre'):
         raise ValueError('mode must be "post" or "pre", got %r' % (mode,))
     if inputs is None or is_string(inputs) or not hasattr(inputs, '__len__'):
         raise TypeError('inputs must be a list of sequences, got %s' % type(inputs).__name__)
     if len(inputs) == 0:
         raise ValueError('inputs is empty: sequence_padding needs at least one sequence (an empty batch?)')
-    shapes = [np.shape(x) for x in inputs]
-    for i, shape in enumerate(shapes):
-        if len(shape) < seq_dims:
-            raise ValueError(
-                'inputs[%d] has shape %s: fewer than seq_dims=%d dimensions to pad' % (i, shape, seq_dims)
-            )
-        if shape[seq_dims:] != shapes[0][seq_dims:]:
+    arrays = [_regular_array(x) for x in inputs]  # None for a sample with ragged nested lists
+    shapes, dtypes = [], []
+    for i, (x, a) in enumerate(zip(inputs, arrays)):
+        lengths, trailing, leaf_dtypes = _nested_shape(x, seq_dims, 'inputs[%d]' % i, seq_dims, array=a)
+        shapes.append(lengths + trailing)
+        dtypes.extend(leaf_dtypes)
+        if trailing != shapes[0][seq_dims:]:
             raise ValueError(
                 'inputs[%d] has shape %s, inputs[0] has %s: all dimensions after the first '
-                'seq_dims=%d must agree' % (i, shape, shapes[0], seq_dims)
+                'seq_dims=%d must agree' % (i, shapes[i], shapes[0], seq_dims)
             )
     if length is None:
-        length = np.max([shape[:seq_dims] for shape in shapes], axis=0)
+        length = [int(n) for n in np.max([shape[:seq_dims] for shape in shapes], axis=0)]
     elif not hasattr(length, '__getitem__'):
         length = [length] * seq_dims
-    if len(length) != seq_dims or any(int(n) < 0 for n in length):
-        raise ValueError('length must be a non-negative int or %d of them, got %r' % (seq_dims, length))
+    if len(length) != seq_dims or any(
+        not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0 for n in length
+    ):
+        error = ValueError if all(isinstance(n, (int, np.integer)) for n in length) else TypeError
+        raise error('length must be a non-negative int or %d of them, got %r' % (seq_dims, length))
+    length = [int(n) for n in length]
 
-    slices = tuple(np.s_[: length[i]] for i in range(seq_dims))
-    outputs = []
-    for x in inputs:
-        x = np.asarray(x)[slices]
-        pad_width = [(0, 0) for _ in np.shape(x)]
-        for i in range(seq_dims):
-            missing = length[i] - np.shape(x)[i]
-            pad_width[i] = (0, missing) if mode == 'post' else (missing, 0)
-        outputs.append(np.pad(x, pad_width, 'constant', constant_values=value))
-    return np.array(outputs)
+    if all(a is not None for a in arrays):
+        slices = tuple(np.s_[: length[i]] for i in range(seq_dims))
+        outputs = []
+        for x in arrays:
+            x = x[slices]
+            pad_width = [(0, 0) for _ in np.shape(x)]
+            for i in range(seq_dims):
+                missing = length[i] - np.shape(x)[i]
+                pad_width[i] = (0, missing) if mode == 'post' else (missing, 0)
+            outputs.append(np.pad(x, pad_width, 'constant', constant_values=value))
+        return np.array(outputs)
+    # Some sample is ragged: fill a padded array directly, nested list by nested list.
+    dtype = np.result_type(*dtypes) if dtypes else np.float64
+    outputs = np.full((len(inputs), *length, *shapes[0][seq_dims:]), value, dtype=dtype)
+    for out, x, a in zip(outputs, inputs, arrays):
+        _fill_padded(out, x if a is None else a, length, mode)
+    return outputs
+
+
+def _regular_array(x):
+    """`x` as an ndarray, or None when its nested lists are ragged (NumPy cannot stack them)."""
+    if isinstance(x, np.ndarray) and x.dtype != object:
+        return x
+    try:
+        a = np.asarray(x)
+    except ValueError:  # NumPy >= 1.24: "... has an inhomogeneous shape after 1 dimensions"
+        return None
+    if a.dtype == object and any(isinstance(e, (list, tuple, np.ndarray)) for e in a.flat):
+        return None
+    return a
+
+
+def _nested_shape(x, seq_dims, where, total_dims, array=None):
+    """(lengths of `x`'s first `seq_dims` dimensions, the longest over its ragged nested lists;
+    the shape of the other dimensions; the dtypes of its non-empty parts), checking that only
+    the first `seq_dims` dimensions are ragged. `array`: `_regular_array(x)` if known."""
+    a = array if array is not None else _regular_array(x)
+    if a is not None:
+        if a.ndim < seq_dims:
+            if seq_dims == total_dims:
+                raise ValueError(
+                    '%s has shape %s: fewer than seq_dims=%d dimensions to pad' % (where, a.shape, total_dims)
+                )
+            raise ValueError(
+                '%s has shape %s: fewer than the %d dimension(s) left to pad at that depth (seq_dims=%d)'
+                % (where, a.shape, seq_dims, total_dims)
+            )
+        # the dtype NumPy guesses for an empty Python list (float64) should not decide the batch's
+        keep = a.size > 0 or isinstance(x, np.ndarray)
+        return a.shape[:seq_dims], a.shape[seq_dims:], [a.dtype] if keep else []
+    parts = [_nested_shape(p, max(seq_dims - 1, 0), '%s[%d]' % (where, j), total_dims) for j, p in enumerate(x)]
+    inner = max(seq_dims - 1, 0)
+    for j, (lengths, trailing, _) in enumerate(parts):
+        if trailing != parts[0][1]:
+            raise ValueError(
+                '%s[%d] has shape %s, %s[0] has %s: %s is ragged below the first seq_dims=%d '
+                'dimension(s), the only ones padded (a larger seq_dims pads more)'
+                % (where, j, lengths + trailing, where, parts[0][0] + parts[0][1], where, total_dims)
+            )
+    if seq_dims == 0:  # not reached: parts of one shape would have made a regular array
+        raise ValueError('%s is ragged below the first seq_dims=%d dimension(s)' % (where, total_dims))
+    longest = tuple(int(n) for n in np.max([p[0] for p in parts], axis=0)) if inner else ()
+    return (len(parts),) + longest, parts[0][1], [d for p in parts for d in p[2]]
+
+
+def _fill_padded(out, x, length, mode):
+    """Write `x` (nested lists, ragged in its first len(length) dimensions) into `out`, of shape
+    (*length, ...), cutting each list to its length and aligning it by `mode`."""
+    a = x if isinstance(x, np.ndarray) and x.dtype != object else _regular_array(x)
+    if a is not None:
+        a = a[tuple(slice(0, n) for n in length)]
+        region = tuple(
+            slice(0, k) if mode == 'post' else slice(n - k, n) for k, n in zip(a.shape, length)
+        )
+        out[region] = a
+        return
+    items = list(x)[: length[0]]
+    offset = 0 if mode == 'post' else length[0] - len(items)
+    for j, item in enumerate(items):
+        _fill_padded(out[offset + j], item, length[1:], mode)
 
 
 def truncate_sequences(maxlen, indices, *sequences):
@@ -144,8 +282,11 @@ def text_segmentate(text, maxlen, seps='\n', strips=None):
         strips: None or str, characters to strip (None strips nothing but whitespace).
     Returns:
         list of str.
+    Raises:
+        TypeError / ValueError: `maxlen` is not an int >= 0.
     Source: bert4keras 0.11.5 `text_segmentate`.
     """
+    _check_int('text_segmentate', 'maxlen', maxlen, 0)
     text = text.strip().strip(strips)
     if seps and len(text) > maxlen:
         pieces = text.split(seps[0])
@@ -454,12 +595,19 @@ class DataGenerator:
             shuffling then comes from `np.random.default_rng(seed)`, created once, so the
             epochs differ from each other but the run repeats exactly.
     Raises:
-        TypeError: `bucket_by` is not callable (or None).
+        TypeError: `data` is not iterable; `batch_size` or `buffer_size` is not an int;
+            `bucket_by` is not callable (or None).
+        ValueError: `batch_size` < 1 or `buffer_size` < 0 (0, like None, means the default).
     Source: bert4keras 0.11.5 `DataGenerator`; length bucketing as in tf.data's
     `bucket_by_sequence_length` and fairseq's size-sorted batches.
     """
 
     def __init__(self, data, batch_size=32, buffer_size=None, bucket_by=None, seed=None):
+        where = type(self).__name__
+        if not (hasattr(data, '__iter__') or hasattr(data, '__getitem__')):
+            raise TypeError('%s: data must be a list or an iterable of samples, got %r' % (where, data))
+        batch_size = _check_int(where, 'batch_size', batch_size, 1)
+        buffer_size = _check_int(where, 'buffer_size', buffer_size, 0, allow_none=True)
         if bucket_by is not None and not callable(bucket_by):
             raise TypeError('bucket_by must be None or a callable sample -> length, got %r' % (bucket_by,))
         self.data = data
@@ -670,14 +818,17 @@ class DataGenerator:
 
         Args:
             random: bool, passed to `__iter__`.
-            workers: int, threads filling the queue; they take batches from the one
-                stream in turn, so this overlaps data preparation with training rather
-                than parallelising it. (Multiprocessing is not offered: each process
-                would replay the same stream.)
-            max_queue_size: int, batches prepared ahead.
+            workers: int >= 0, threads filling the queue (0 or 1: none, batches are made
+                on demand); they take batches from the one stream in turn, so this overlaps
+                data preparation with training rather than parallelising it.
+                (Multiprocessing is not offered: each process would replay the same stream.)
+            max_queue_size: int >= 1, batches prepared ahead.
         Returns:
             keras.utils.PyDataset.
         """
+        where = '%s.to_pydataset' % type(self).__name__
+        workers = _check_int(where, 'workers', workers, 0)
+        max_queue_size = _check_int(where, 'max_queue_size', max_queue_size, 1)
         return _batch_stream_class()(self, random, workers=workers, max_queue_size=max_queue_size)
 
 
@@ -817,23 +968,30 @@ class AutoRegressiveDecoder:
     a list/tuple/dict of these.
 
     Args:
-        start_id: int or None, first token of every output; None starts from no token
-            (`output_ids` of shape (1, 0) at the first step).
-        end_id: int or None, the end token; None never stops before `maxlen`.
-        maxlen: int, number of decoding steps (tokens generated, the start token excluded).
-        minlen: int, a sequence counts as finished only once `output_ids` (start token
-            included) has at least `minlen` tokens. As in bert4keras, `end_id` is not
-            masked before that: an end token emitted earlier stays in the sequence and
-            counts towards `min_ends`.
+        start_id: int >= 0 or None, first token of every output; None starts from no token
+            (`output_ids` of shape (1, 0) at the first step, so the inputs must not be empty).
+        end_id: int >= 0 or None, the end token; None never stops before `maxlen`.
+        maxlen: int >= 0, number of decoding steps (tokens generated, the start token
+            excluded); 0 returns the start (or nothing) without calling `predict`.
+        minlen: int >= 0 or None (1, as in bert4keras), a sequence counts as finished only
+            once `output_ids` (start token included) has at least `minlen` tokens. As in
+            bert4keras, `end_id` is not masked before that: an end token emitted earlier
+            stays in the sequence and counts towards `min_ends`.
+    Raises:
+        TypeError / ValueError: an argument of the constructor or of a search method
+        (`topk`, `topp`, `n`, `temperature`, `min_ends`) of the wrong type or out of
+        range; the message names it, the value and what is expected.
     Source: bert4keras 0.11.5 `AutoRegressiveDecoder`; state reordering and `greedy` are
     additions.
     """
 
     def __init__(self, start_id, end_id, maxlen, minlen=1):
-        self.start_id = start_id
-        self.end_id = end_id
-        self.maxlen = maxlen
-        self.minlen = minlen
+        where = type(self).__name__
+        self.start_id = _check_int(where, 'start_id', start_id, 0, allow_none=True)
+        self.end_id = _check_int(where, 'end_id', end_id, 0, allow_none=True)
+        self.maxlen = _check_int(where, 'maxlen', maxlen, 0)
+        self.minlen = _check_int(where, 'minlen', minlen, 0, allow_none=True)
+        self.minlen = 1 if self.minlen is None else self.minlen
         self.models = {}
         if start_id is None:
             self.first_output_ids = np.empty((1, 0), dtype='int64')
@@ -865,6 +1023,7 @@ class AutoRegressiveDecoder:
             def new_predict(self, inputs, output_ids, states, temperature=1, rtype=default_rtype):
                 if rtype not in ('probas', 'logits'):
                     raise ValueError('rtype must be "probas" or "logits", got %r' % (rtype,))
+                temperature = _check_temperature('%s.predict' % type(self).__name__, temperature)
                 prediction = predict(self, inputs, output_ids, states)
                 if not use_states:
                     prediction = (prediction, None)
@@ -952,6 +1111,22 @@ class AutoRegressiveDecoder:
             return keras.ops.take(states, indices, axis=0)
         return states[indices]
 
+    def _first_inputs(self, where, inputs):
+        """The sample's inputs, each with a leading row axis, once checked."""
+        if inputs is None or is_string(inputs) or isinstance(inputs, dict) or not hasattr(inputs, '__iter__'):
+            raise TypeError(
+                '%s: inputs must be a list of arrays, the inputs of one sample (e.g. [token_ids, '
+                'segment_ids]), got %s' % (where, type(inputs).__name__)
+            )
+        inputs = [np.array([i]) for i in inputs]
+        if self.start_id is None and all(i.size == 0 for i in inputs):
+            raise ValueError(
+                '%s: the inputs are empty (%r) and start_id=None, so the first step would predict '
+                'from no token at all; pass a non-empty input (e.g. the prompt) or give the decoder '
+                'a start_id' % (where, [i[0].tolist() for i in inputs])
+            )
+        return inputs
+
     def _end_counts(self, output_ids):
         if self.end_id is None:
             return np.zeros(len(output_ids), dtype='int64')
@@ -968,15 +1143,22 @@ class AutoRegressiveDecoder:
 
         Args:
             inputs: list of 1-D arrays, the inputs of one sample.
-            topk: int, the beam size.
+            topk: int >= 1, the beam size (a beam wider than the candidates keeps them all).
             states: initial states for `predict` (see the class docstring).
-            temperature: float, passed to `predict`.
-            min_ends: int, number of end tokens that finish a sequence.
+            temperature: float > 0, passed to `predict`.
+            min_ends: int >= 1, number of end tokens that finish a sequence.
         Returns:
             1-D int array, the best sequence (start token included if any).
+        Raises:
+            TypeError / ValueError: an argument of the wrong type or out of range, or empty
+            inputs with `start_id=None`.
         """
-        inputs = [np.array([i]) for i in inputs]
-        output_ids, output_scores = self.first_output_ids, np.zeros(1)
+        where = '%s.beam_search' % type(self).__name__
+        topk = _check_int(where, 'topk', topk, 1)
+        temperature = _check_temperature(where, temperature)
+        min_ends = _check_int(where, 'min_ends', min_ends, 1)
+        inputs = self._first_inputs(where, inputs)
+        output_ids, output_scores = self.first_output_ids.copy(), np.zeros(1)
         for step in range(self.maxlen):
             scores, states = self.predict(inputs, output_ids, states, temperature, 'logits')
             num_rows = len(output_ids)
@@ -1014,12 +1196,17 @@ class AutoRegressiveDecoder:
         Args:
             inputs: list of 1-D arrays, the inputs of one sample.
             states: initial states for `predict`.
-            min_ends: int, number of end tokens that finish the sequence.
+            min_ends: int >= 1, number of end tokens that finish the sequence.
         Returns:
             1-D int array, the decoded sequence (start token included if any).
+        Raises:
+            TypeError / ValueError: `min_ends` of the wrong type or < 1, or empty inputs
+            with `start_id=None`.
         """
-        inputs = [np.array([i]) for i in inputs]
-        output_ids = self.first_output_ids
+        where = '%s.greedy' % type(self).__name__
+        min_ends = _check_int(where, 'min_ends', min_ends, 1)
+        inputs = self._first_inputs(where, inputs)
+        output_ids = self.first_output_ids.copy()
         for _ in range(self.maxlen):
             scores, states = self.predict(inputs, output_ids, states, 1, 'logits')
             next_id = np.array([[scores[0].argmax()]], dtype=output_ids.dtype)
@@ -1038,16 +1225,28 @@ class AutoRegressiveDecoder:
 
         Args:
             inputs: list of 1-D arrays, the inputs of one sample.
-            n: int, number of sequences.
-            topk: None or int. topp: None or float in (0, 1].
+            n: int >= 1, number of sequences.
+            topk: None (no top-k) or int >= 1. topp: None (no top-p) or float in (0, 1].
             states: initial states for `predict`.
-            temperature: float, passed to `predict`.
-            min_ends: int, number of end tokens that finish a sequence.
+            temperature: float > 0, passed to `predict`.
+            min_ends: int >= 1, number of end tokens that finish a sequence.
         Returns:
             list of `n` 1-D int arrays: finished sequences in the order they finished, then
-            the unfinished ones (which ran for `maxlen` steps).
+            the unfinished ones (which ran for `maxlen` steps; with `maxlen=0`, `n` copies of
+            the start).
+        Raises:
+            TypeError / ValueError: an argument of the wrong type or out of range, or empty
+            inputs with `start_id=None`.
         """
-        inputs = [np.array([i]) for i in inputs]
+        where = '%s.random_sample' % type(self).__name__
+        n = _check_int(where, 'n', n, 1)
+        topk = _check_int(where, 'topk', topk, 1, allow_none=True)
+        topp = _check_number(where, 'topp', topp, 0, 1, low_open=True, allow_none=True)
+        temperature = _check_temperature(where, temperature)
+        min_ends = _check_int(where, 'min_ends', min_ends, 1)
+        inputs = self._first_inputs(where, inputs)
+        if self.maxlen == 0:  # no step, so no first step to repeat the row n times
+            return [self.first_output_ids[0].copy() for _ in range(n)]
         output_ids = self.first_output_ids
         results = []
         for step in range(self.maxlen):
@@ -1090,6 +1289,13 @@ class AutoRegressiveDecoder:
                     states = self.reorder_states(states, rows)
         results.extend(output_ids)
         return results
+
+
+def _check_temperature(where, temperature):
+    return _check_number(
+        where, 'temperature', temperature, 0, low_open=True,
+        hint=' (for the most probable token use greedy(), or topk=1)',
+    )
 
 
 class ViterbiDecoder:
@@ -1230,12 +1436,14 @@ def get_layer_output(model, name, inputs, node_index=0, return_attention_scores=
         ``return_attention_scores``, the probabilities ``(batch_size, heads, q_len, k_len)``.
     Raises:
         ValueError: no such layer, or ``node_index`` out of range.
+        TypeError: ``node_index`` is not an int.
     Example:
         ``probas = get_layer_output(bert, 'Transformer-3-MultiHeadSelfAttention',
         [token_ids, segment_ids], return_attention_scores=True)``
     """
     import keras
 
+    node_index = _check_int('get_layer_output', 'node_index', node_index, 0)
     layer = model.get_layer(name)
     nodes = [n for n in layer._inbound_nodes if not n.is_input]
     if not 0 <= node_index < len(nodes):
@@ -1455,9 +1663,11 @@ def orthogonally_resize(a, new_shape, window=2):
         np.ndarray of shape `new_shape`.
     Raises:
         ValueError: `new_shape` has not `a.ndim` entries, or a growing axis's size is not a
-            multiple of `window` (the message names the axis).
+            multiple of `window` (the message names the axis), or `window` < 1.
+        TypeError: `window` is not an int.
     Source: bert4keras 0.11.5 `orthogonally_resize`.
     """
+    window = _check_int('orthogonally_resize', 'window', window, 1)
     a = np.asarray(a)
     new_shape = tuple(int(d) for d in new_shape)
     if len(new_shape) != a.ndim:
