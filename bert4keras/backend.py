@@ -529,6 +529,76 @@ def divisible_temporal_padding(x, n):
     return K.temporal_padding(x, (0, pad))
 
 
+def check_token_ids(token_ids, vocab_size, name="token_ids"):
+    """Check a batch of ids on the host: every id must be in ``[0, vocab_size)``.
+
+    The model runs the same check on every call (`checked_ids`); this NumPy version is for data
+    before it reaches a model (e.g. in a data generator).
+
+    Args:
+        token_ids: array-like of int (or floats holding integers), any shape.
+        vocab_size: int, the number of embedding rows.
+        name: str, how the message calls `token_ids`.
+    Raises:
+        ValueError: naming the first offending position, its id, the valid range and how many
+            ids are out of range; or `token_ids` holding non-integer values.
+    """
+    ids = np.asarray(token_ids)
+    if ids.size and not np.issubdtype(ids.dtype, np.integer):
+        if not (np.issubdtype(ids.dtype, np.floating) and np.array_equal(ids, np.round(ids))):
+            raise ValueError("%s must hold integers, got dtype %s" % (name, ids.dtype))
+    bad = np.argwhere((ids < 0) | (ids >= vocab_size))
+    if len(bad):
+        where = tuple(int(i) for i in bad[0])
+        raise ValueError(
+            "%s%s = %d is outside [0, vocab_size=%d) (%d id(s) out of range)"
+            % (name, list(where), int(ids[where]), vocab_size, len(bad))
+        )
+
+
+def checked_ids(ids, vocab_size, name):
+    """``ids`` (an int tensor) after checking that every id is in ``[0, vocab_size)``.
+
+    Keras' gather wraps negative ids around to the last rows on every backend, and an id
+    ``>= vocab_size`` gives a bare IndexError on torch and NaN rows on JAX; this raises instead,
+    with `check_token_ids`'s message:
+    - eager calls (``model(x)`` on every backend, ``predict``/``fit`` on torch): ValueError;
+    - TensorFlow graphs (``predict``/``fit``): an in-graph assertion, InvalidArgumentError
+      carrying the message (XLA drops assertions: not checked under ``jit_compile=True``);
+    - JAX under ``jit`` (``predict``/``fit``): a host callback raising the ValueError, which JAX
+      re-raises as a JaxRuntimeError carrying the message.
+    The cost is a min/max over the ids (measured in benchmarks/bench_id_check.py).
+
+    Args:
+        ids: int tensor, any shape. vocab_size: int. name: str, e.g. ``"Embedding-Token: token_ids"``.
+    Returns: ``ids`` (TensorFlow graphs: an identity depending on the assertion).
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        if isinstance(ids, jax.core.Tracer):
+            jax.debug.callback(functools.partial(check_token_ids, vocab_size=vocab_size, name=name), ids)
+            return ids
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.executing_eagerly():
+            valid = tf.logical_and(tf.reduce_min(ids) >= 0, tf.reduce_max(ids) < vocab_size)
+            message = "%s: an id is outside [0, vocab_size=%d); smallest, largest id:" % (name, vocab_size)
+            check = tf.debugging.Assert(valid, [message, tf.reduce_min(ids), tf.reduce_max(ids)])
+            with tf.control_dependencies([check]):
+                return tf.identity(ids)
+    elif backend == "torch" and ids.device.type == "meta":  # shape inference
+        return ids
+    if keras.backend.is_keras_tensor(ids) or 0 in tuple(ids.shape):
+        return ids
+    low, high = ops.convert_to_numpy(ops.min(ids)), ops.convert_to_numpy(ops.max(ids))
+    if low < 0 or high >= vocab_size:
+        check_token_ids(ops.convert_to_numpy(ids), vocab_size, name)
+    return ids
+
+
 def get_available_gpus():
     """Names of the GPUs Keras' backend sees (``'gpu:0'``, ...; ``'cuda:0'``, ... on torch), a list
     of str, empty without GPUs. Source: bert4keras 0.11.5 ``backend.get_available_gpus``."""

@@ -14,6 +14,7 @@ from bert4keras.backend import (
     MASK_VALUE,
     Sinusoidal,  # noqa: F401  (lives in backend.py as in 0.11.5; models.py imports it from here)
     apply_rotary_position_embeddings,
+    checked_ids,
     get_activation,
     mask_value,
     sinusoidal_embeddings,
@@ -139,6 +140,10 @@ class Embedding(NodeAccessors, keras.layers.ReversibleEmbedding):
             the hidden states to the model's outputs (``Loss.compute_loss(inputs, mask)``,
             Keras-masked losses). In ``mode='dense'`` the incoming mask passes through.
     Weights: ``embeddings`` of shape ``(input_dim, output_dim)``.
+    Raises:
+        ValueError (TensorFlow graphs: InvalidArgumentError; JAX under jit: JaxRuntimeError)
+            carrying the message: an id outside ``[0, input_dim)``, named with its position
+            (see `bert4keras.backend.checked_ids`).
     """
 
     def __init__(self, input_dim, output_dim, pad_id=None, **kwargs):
@@ -148,6 +153,10 @@ class Embedding(NodeAccessors, keras.layers.ReversibleEmbedding):
         self.supports_masking = True
 
     def call(self, inputs, mode="embedding"):
+        if mode != "dense":
+            if inputs.dtype not in ("int32", "int64"):
+                inputs = ops.cast(inputs, "int32")
+            inputs = checked_ids(inputs, self.input_dim, "%s ids" % self.name)
         return super().call(inputs, reverse=(mode == "dense"))
 
     def compute_output_spec(self, inputs, mode="embedding"):

@@ -17,11 +17,41 @@ import sentencepiece
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
+from bert4keras.backend import check_token_ids  # noqa: F401  (public here since it was written)
 from bert4keras.snippets import is_string, truncate_sequences
+
+
+def _vocab_token(line):
+    """The token of one `vocab.txt` line: its first whitespace-separated field (files with
+    `token count` lines), or the stripped line when it is blank (bert4keras 0.11.5's rule)."""
+    token = line.split()
+    return token[0] if token else line.strip()
+
+
+def _decode_error(path, encoding, error):
+    """A ValueError naming the file, the first undecodable byte (offset and line) and `encoding`."""
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+        data.decode(encoding)  # again, on the whole file: positions in the file, not in a chunk
+    except UnicodeDecodeError as e:
+        error = e
+        where = 'byte 0x%02x at offset %d (line %d)' % (
+            e.object[e.start], e.start, e.object.count(b'\n', 0, e.start) + 1)
+    else:
+        where = 'byte at offset %d of a chunk' % error.start
+    return ValueError(
+        'vocabulary file %r cannot be decoded with encoding=%r: %s: %s. Pass the file\'s encoding, '
+        "e.g. load_vocab(path, encoding='gbk') (and Tokenizer(load_vocab(path, encoding=...)))"
+        % (path, encoding, where, error.reason)
+    )
 
 
 def load_vocab(dict_path, encoding='utf-8', simplified=False, startswith=None):
     """Read a BERT `vocab.txt` (one token a line, id = line number).
+
+    A line's token is its first whitespace-separated field (the whole stripped line when it
+    is blank); a UTF-8 byte order mark at the start of the file is dropped.
 
     Args:
         dict_path: str or os.PathLike.
@@ -38,6 +68,11 @@ def load_vocab(dict_path, encoding='utf-8', simplified=False, startswith=None):
         to `build_transformer_model` to slice the embedding matrix).
     Raises:
         FileNotFoundError: `dict_path` does not exist.
+        ValueError: a token appears on two lines (the message names the token, both line
+            numbers and the file): bert4keras 0.11.5 silently gave every later token the id
+            of the line before it, Hugging Face keeps the last line and leaves a gap, so the ids
+            no longer match the checkpoint's embedding rows either way; or the file does not
+            decode with `encoding` (naming the file, the byte offset and line, and `encoding`).
         KeyError: a token of `startswith` is not in the vocabulary.
     Source: bert4keras 0.11.5 `load_vocab`.
     """
@@ -45,11 +80,23 @@ def load_vocab(dict_path, encoding='utf-8', simplified=False, startswith=None):
     if not os.path.isfile(dict_path):
         raise FileNotFoundError('vocab file not found: %r' % dict_path)
     token_dict = {}
-    with open(dict_path, encoding=encoding) as reader:
-        for line in reader:
-            token = line.split()
-            token = token[0] if token else line.strip()
-            token_dict[token] = len(token_dict)
+    try:
+        with open(dict_path, encoding=encoding) as reader:
+            for line in reader:
+                if not token_dict and line.startswith('\ufeff'):
+                    line = line[1:]  # a BOM, written by some editors (Notepad) before the first token
+                token = _vocab_token(line)
+                if token in token_dict:
+                    raise ValueError(
+                        'vocabulary file %r has token %r%s on line %d and again on line %d: a token\'s id '
+                        'is its line number, so a repeated token would shift or drop the ids of the '
+                        'tokens after it; remove one of the two lines'
+                        % (dict_path, token, ' (a blank or whitespace-only line)' if not token else '',
+                           token_dict[token] + 1, len(token_dict) + 1)
+                    )
+                token_dict[token] = len(token_dict)
+    except UnicodeDecodeError as e:
+        raise _decode_error(dict_path, encoding, e) from None
 
     if not simplified:
         return token_dict
@@ -67,51 +114,67 @@ def load_vocab(dict_path, encoding='utf-8', simplified=False, startswith=None):
     return new_token_dict, keep_tokens
 
 
+def _check_token_dict(token_dict, source):
+    """TypeError unless `token_dict` maps str tokens to non-negative int ids."""
+    if not hasattr(token_dict, 'items'):
+        raise TypeError('token_dict must be a dict str -> int or a vocab.txt path, got %s' % type(token_dict).__name__)
+    for token, i in token_dict.items():
+        is_id = isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_)) and i >= 0
+        if not isinstance(token, str) or not is_id:
+            raise TypeError(
+                'vocabulary %s must map str tokens to non-negative int ids, got %r: %r' % (source, token, i)
+            )
+
+
 def save_vocab(dict_path, token_dict, encoding='utf-8'):
     """Write `token_dict` (e.g. a simplified one) as a `vocab.txt`, tokens ordered by id.
 
     The file is written to a temporary file beside `dict_path` and moved into place, so a
     crash never leaves a half-written vocabulary.
+
+    Raises:
+        TypeError: `token_dict` does not map str to int.
+        ValueError: the file would not read back as `token_dict` with `load_vocab`: the ids
+            are not 0..N-1 each once (a line number is the id), a token holds whitespace or a
+            line break (`load_vocab` keeps a line's first field), or a token cannot be encoded
+            with `encoding`; the message names the token.
     """
     dict_path = os.fspath(dict_path)
+    _check_token_dict(token_dict, '(token_dict)')
+    items = sorted(token_dict.items(), key=lambda s: s[1])
+    for n, (token, i) in enumerate(items):
+        if i != n:
+            if n > 0 and items[n - 1][1] == i:
+                problem = 'tokens %r and %r both have id %d' % (items[n - 1][0], token, i)
+            else:
+                problem = 'no token has id %d' % n
+            raise ValueError(
+                'save_vocab(%r): %s; a vocab.txt line number is the token id, so the ids of '
+                'token_dict must be 0..%d, each once' % (dict_path, problem, len(items) - 1)
+            )
+        if _vocab_token(token + '\n') != token or (n == 0 and token.startswith('\ufeff')):
+            raise ValueError(
+                'save_vocab(%r): token %r (id %d) would not read back as itself from a vocab.txt line '
+                '(load_vocab keeps the first whitespace-separated field of a line, and drops a '
+                'leading byte order mark): it holds whitespace or a line break' % (dict_path, token, i)
+            )
     folder = os.path.dirname(os.path.abspath(dict_path))
     fd, tmp_path = tempfile.mkstemp(dir=folder, prefix='.vocab-', suffix='.tmp')
     try:
         with open(fd, 'w', encoding=encoding, newline='\n') as writer:
-            for token, _ in sorted(token_dict.items(), key=lambda s: s[1]):
-                writer.write(token + '\n')
+            for token, i in items:
+                try:
+                    writer.write(token + '\n')
+                except UnicodeEncodeError as e:
+                    raise ValueError(
+                        'save_vocab(%r): token %r (id %d) cannot be encoded with encoding=%r: %s'
+                        % (dict_path, token, i, encoding, e.reason)
+                    ) from None
         os.replace(tmp_path, dict_path)
     except BaseException:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
         raise
-
-
-def check_token_ids(token_ids, vocab_size, name='token_ids'):
-    """Check a batch of ids before a call: every id must be in ``[0, vocab_size)``.
-
-    Out-of-range ids are not caught by the model on every backend: TensorFlow's gather on CPU
-    and PyTorch's embedding raise at call time, but JAX's gather fills the row with NaN and
-    the outputs turn NaN silently. This NumPy check is cheap; run it on eager data (e.g. in a
-    data generator or before ``predict``), not inside a compiled graph.
-
-    Args:
-        token_ids: array-like of int, any shape.
-        vocab_size: int, the model's number of token embedding rows.
-        name: str, how the message calls `token_ids`.
-    Raises:
-        ValueError: naming the first offending position, its id and `vocab_size`.
-    """
-    ids = np.asarray(token_ids)
-    if ids.size and not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError('%s must hold integers, got dtype %s' % (name, ids.dtype))
-    bad = np.argwhere((ids < 0) | (ids >= vocab_size))
-    if len(bad):
-        where = tuple(int(i) for i in bad[0])
-        raise ValueError(
-            '%s%s = %d is outside [0, vocab_size=%d) (%d id(s) out of range)'
-            % (name, list(where), int(ids[where]), vocab_size, len(bad))
-        )
 
 
 def _longest_first(n1, n2, budget):
@@ -130,9 +193,28 @@ def _longest_first(n1, n2, budget):
     return (n2, n1) if swap else (n1, n2)
 
 
+_SURROGATE = re.compile('[\ud800-\udfff]')
+
+
+def _check_surrogates(text, name):
+    """ValueError when `text` holds a surrogate code point: not a character, and not encodable
+    as UTF-8 (the `tokenizers` and SentencePiece libraries reject such text with a message
+    naming neither the text nor the position). `isascii` is O(1) and true for most texts."""
+    if not text.isascii():
+        match = _SURROGATE.search(text)
+        if match:
+            raise ValueError(
+                '%s has a surrogate code point %r at index %d (in %r): not valid Unicode text, e.g. an '
+                'emoji cut in half in UTF-16 or JSON data; repair it first, e.g. with '
+                "text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace') (joins pairs, "
+                'replaces the rest with U+FFFD)'
+                % (name, match.group(), match.start(), text[max(0, match.start() - 10): match.start() + 10])
+            )
+
+
 def _as_text(text, name):
     """`text` as a str (possibly empty: it encodes to `[CLS] [SEP]`, as in bert4keras 0.11.5);
-    bytes are decoded as UTF-8."""
+    bytes are decoded as UTF-8; a surrogate code point is refused (see `_check_surrogates`)."""
     if isinstance(text, bytes):
         try:
             text = text.decode('utf-8')
@@ -140,6 +222,8 @@ def _as_text(text, name):
             raise ValueError('%s is not valid UTF-8: %s' % (name, e)) from None
     elif not isinstance(text, str):
         raise TypeError('%s must be str, got %s' % (name, type(text).__name__))
+    else:
+        _check_surrogates(text, name)
     return text
 
 
@@ -149,8 +233,38 @@ def _as_texts(texts, name):
         raise TypeError('%s must be a list of str, got %s' % (name, type(texts).__name__))
     texts = list(texts)
     if all(type(t) is str for t in texts):  # the common case, without a call per text
+        for i, t in enumerate(texts):
+            if not t.isascii():
+                _check_surrogates(t, '%s[%d]' % (name, i))
         return texts
     return [_as_text(t, '%s[%d]' % (name, i)) for i, t in enumerate(texts)]
+
+
+def _as_maxlen(maxlen):
+    """TypeError unless `maxlen` is None or an int (NumPy ints too; not bool or float)."""
+    if maxlen is not None and (isinstance(maxlen, (bool, np.bool_)) or not isinstance(maxlen, (int, np.integer))):
+        raise TypeError(
+            'maxlen must be an int or None, got %r (%s)%s' % (
+                maxlen, type(maxlen).__name__,
+                ': pass int(maxlen)' if isinstance(maxlen, (float, np.floating)) and float(maxlen).is_integer() else '')
+        )
+
+
+def _as_ids(ids, name='ids'):
+    """`ids` as a list of int: a list, tuple or 1-D array (NumPy or a backend tensor) of int."""
+    if hasattr(ids, '__array__') and not isinstance(ids, (list, tuple)):
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
+            raise TypeError('%s must be a 1-D sequence of int token ids, got an array of shape %s and dtype %s'
+                            % (name, ids.shape, ids.dtype))
+        return ids.tolist()
+    if isinstance(ids, (str, bytes)) or not hasattr(ids, '__iter__'):
+        raise TypeError('%s must be a list of int token ids, got %s' % (name, type(ids).__name__))
+    ids = list(ids)
+    for k, i in enumerate(ids):
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            raise TypeError('%s[%d] must be an int token id, got %r (%s)' % (name, k, i, type(i).__name__))
+    return ids
 
 
 def _as_batch(first_texts, second_texts):
@@ -235,8 +349,9 @@ class TokenizerBase:
         Returns:
             list of str.
         Raises:
-            TypeError: `text` is not str/bytes. ValueError: `text` is invalid UTF-8, or
-            `maxlen` is smaller than the number of special tokens.
+            TypeError: `text` is not str/bytes, or `maxlen` is not None or an int.
+            ValueError: `text` is invalid UTF-8 or holds a surrogate code point (named with
+            its index), or `maxlen` is smaller than the number of special tokens.
         """
         text = _as_text(text, 'text')
         self._check_maxlen(maxlen, pair=False)
@@ -278,6 +393,7 @@ class TokenizerBase:
         return 2 * ends
 
     def _check_maxlen(self, maxlen, pair, pattern='S*E*E'):
+        _as_maxlen(maxlen)
         if maxlen is None:
             return
         needed = self._num_special(pair, pattern)
@@ -310,8 +426,9 @@ class TokenizerBase:
             (token_ids, segment_ids): two lists of int of equal length; segment ids are 0
             for the first segment and 1 for the second.
         Raises:
-            TypeError: a text is None or not str/bytes/list. ValueError: a text is invalid
-            UTF-8; `maxlen` is smaller than the number of special tokens.
+            TypeError: a text is None or not str/bytes/list; `maxlen` is not None or an int.
+            ValueError: a text is invalid UTF-8 or holds a surrogate code point (named with
+            its index); `maxlen` is smaller than the number of special tokens.
         """
         pair = second_text is not None
         self._check_maxlen(maxlen, pair, pattern)
@@ -402,7 +519,9 @@ class Tokenizer(TokenizerBase):
         `_vocab_size`, `_do_lower_case`, `_token_dict`, `_token_dict_inv`: as bert4keras's.
     Raises:
         FileNotFoundError: `token_dict` is a path that does not exist.
-        ValueError: the vocabulary is empty (the message names the file).
+        ValueError: the vocabulary is empty, has a token twice or does not decode (see
+            `load_vocab`; the message names the file).
+        TypeError: a dict `token_dict` maps a non-str token or a non-int id.
     Source: bert4keras 0.11.5 `Tokenizer`; Devlin et al. 2019 (BERT) for the algorithm.
     """
 
@@ -413,13 +532,18 @@ class Tokenizer(TokenizerBase):
             token_dict = load_vocab(token_dict)
         else:
             self._source = "(token dict)"
+            _check_token_dict(token_dict, self._source)
         self._do_lower_case = do_lower_case
         self._token_dict = dict(token_dict)
         self._token_dict_inv = {v: k for k, v in self._token_dict.items()}
         self._vocab_size = len(self._token_dict)
         if not self._token_dict:
             raise ValueError('vocabulary %s is empty' % self._source)
-        self._word_maxlen = word_maxlen
+        if isinstance(word_maxlen, (bool, np.bool_)) or not isinstance(word_maxlen, (int, np.integer)):
+            raise TypeError('word_maxlen must be an int, got %r (%s)' % (word_maxlen, type(word_maxlen).__name__))
+        if word_maxlen < 1:
+            raise ValueError('word_maxlen must be >= 1, got %d' % word_maxlen)
+        self._word_maxlen = int(word_maxlen)
         for name in ['pad', 'unk', 'mask', 'start', 'end']:
             token = getattr(self, '_token_%s' % name)
             setattr(self, '_token_%s_id' % name, self._token_dict.get(token))
@@ -568,6 +692,18 @@ class Tokenizer(TokenizerBase):
     def id_to_token(self, i):
         """str token of id `i`. Raises KeyError for an unknown id."""
         return self._token_dict_inv[i]
+
+    def _check_ids(self, ids):
+        """`ids` as a list of int, each an id of the vocabulary (ValueError naming the first that is not)."""
+        ids = _as_ids(ids)
+        inv = self._token_dict_inv
+        for k, i in enumerate(ids):
+            if i not in inv:
+                raise ValueError(
+                    'ids[%d] = %d is not an id of the vocabulary %s (%d tokens, ids 0..%d)'
+                    % (k, i, self._source, self._vocab_size, self._max_id())
+                )
+        return ids
 
     def tokenize(self, text, maxlen=None):
         """Tokens of `text`, e.g. `['[CLS]', 'hello', 'world', '##s', '[SEP]']`.
@@ -719,12 +855,15 @@ class Tokenizer(TokenizerBase):
         characters unspaced, special tokens (`[...]`) dropped.
 
         Args:
-            ids: list of int. tokens: optional list of str, used instead of `ids`.
+            ids: list (or 1-D array) of int. tokens: optional list of str, used instead of `ids`.
         Returns:
             str.
+        Raises:
+            TypeError: `ids` is not a sequence of int. ValueError: an id is not in the
+                vocabulary (the message names its position and the vocabulary's size).
         Source: bert4keras 0.11.5 `Tokenizer.decode`.
         """
-        tokens = tokens or self.ids_to_tokens(ids)
+        tokens = tokens or self.ids_to_tokens(self._check_ids(ids))
         tokens = [token for token in tokens if not self._is_special(token)]
 
         text = ''
@@ -868,7 +1007,17 @@ class SpTokenizer(TokenizerBase):
         return ''
 
     def decode(self, ids):
-        """Readable text of `ids` (list of int); control pieces such as `</s>` vanish."""
+        """Readable text of `ids` (list or 1-D array of int); control pieces such as `</s>`
+        vanish, ids beyond the model (padded embedding rows) too.
+
+        Raises:
+            TypeError: `ids` is not a sequence of int. ValueError: a negative id (named).
+        """
+        ids = _as_ids(ids)
+        negative = next((k for k, i in enumerate(ids) if i < 0), None)
+        if negative is not None:
+            raise ValueError('ids[%d] = %d is negative: not an id of the SentencePiece model %s'
+                             % (negative, ids[negative], self._source))
         tokens = [self._token_translate_inv.get(token) or token for token in self.ids_to_tokens(ids)]
         return self.sp_model.decode_pieces(tokens)
 
