@@ -5,6 +5,7 @@ entry is a `Var`: a checkpoint name plus how the stored array relates to our wei
 """
 
 import glob
+import json
 import os
 import tempfile
 from typing import NamedTuple, Optional, Tuple
@@ -89,6 +90,15 @@ def collect_stored(pairs):
         value = np.concatenate([v for _, v in pieces], axis=-1)
         out[name] = value[None] if pieces[0][0].squeeze else value
     return out
+
+
+def count_nonfinite(value):
+    """Number of NaN / +-Inf entries of a NumPy array (0 for integer arrays)."""
+    value = np.asarray(value)
+    if value.dtype.kind in "biu":
+        return 0
+    finite = np.isfinite(value)
+    return 0 if finite.all() else int(finite.size - np.count_nonzero(finite))
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl")
@@ -283,8 +293,63 @@ def _fsync(path):
         os.close(fd)
 
 
+#: The prefix written inside a directory given to `write_tf_checkpoint` (TF's ``Saver`` default).
+DEFAULT_CHECKPOINT_NAME = "model.ckpt"
+
+
+def checkpoint_prefix(path):
+    """``(prefix, in_directory)`` that `write_tf_checkpoint` writes for ``path``: ``path`` itself,
+    or ``path/model.ckpt`` when ``path`` is a directory (an existing one, or any path ending
+    with a separator, as ``'out_dir/'``)."""
+    path = os.fspath(path)
+    separators = tuple(sep for sep in (os.sep, os.altsep) if sep)
+    if path.endswith(separators) or os.path.isdir(path):
+        return os.path.join(path, DEFAULT_CHECKPOINT_NAME), True
+    return path, False
+
+
+def _update_checkpoint_state(directory, prefix):
+    """Point the directory's TF ``checkpoint`` state file at ``prefix`` (written atomically),
+    keeping the other checkpoints it lists, so that reading the directory (`CheckpointReader`,
+    ``tf.train.latest_checkpoint``) gives the checkpoint just written."""
+    import tensorflow as tf
+
+    state = tf.train.get_checkpoint_state(directory)
+    name = os.path.basename(prefix)
+    # TF returns the listed paths made absolute: those inside the directory go back to relative.
+    paths = [os.path.basename(p) if os.path.dirname(os.path.abspath(p)) == directory else p
+             for p in (state.all_model_checkpoint_paths if state else [])]
+    paths = [p for p in paths if p != name]
+
+    def quoted(path):  # a text-format proto string: only quotes, backslashes and controls escaped
+        return json.dumps(path, ensure_ascii=False)
+
+    text = f"model_checkpoint_path: {quoted(name)}\n" + "".join(
+        f"all_model_checkpoint_paths: {quoted(p)}\n" for p in paths + [name]
+    )
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".checkpoint-", suffix=".tmp")
+    try:
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(directory, "checkpoint"))
+        _fsync(directory)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def write_tf_checkpoint(prefix, variables):
     """Write ``{name: ndarray}`` as a TF1 checkpoint (``prefix.index`` + ``prefix.data-*``).
+
+    ``prefix`` may be a directory (an existing one, or a path ending with a separator such as
+    ``'out_dir/'``): the checkpoint is then written inside it as ``out_dir/model.ckpt``. In that
+    case, and whenever the directory already has one, the directory's TF ``checkpoint`` state
+    file (as ``tf.train.Saver`` writes it) is pointed at the new checkpoint once it is complete,
+    so reading the directory (``build_transformer_model(config, 'out_dir')``) loads it.
+    Returns the prefix written (str).
 
     Atomic: a kill at any moment leaves either the previous checkpoint or the new one readable
     at ``prefix``, never a mix. The files are written and fsynced in a temporary directory beside
@@ -298,7 +363,8 @@ def write_tf_checkpoint(prefix, variables):
     """
     import tensorflow as tf
 
-    prefix = os.path.abspath(os.fspath(prefix))
+    prefix, in_directory = checkpoint_prefix(prefix)
+    prefix = os.path.abspath(prefix)
     directory = os.path.dirname(prefix)
     os.makedirs(directory, exist_ok=True)
     names = list(variables)
@@ -328,3 +394,6 @@ def write_tf_checkpoint(prefix, variables):
     for stale in used - {shards}:
         for path in glob.glob(glob.escape(prefix) + ".data-?????-of-%05d" % stale):
             os.remove(path)
+    if in_directory or os.path.isfile(os.path.join(directory, "checkpoint")):
+        _update_checkpoint_state(directory, prefix)
+    return prefix

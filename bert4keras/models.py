@@ -14,8 +14,16 @@ import keras
 import numpy as np
 from keras import ops
 
-from bert4keras.backend import get_activation
-from bert4keras.checkpoints import CheckpointReader, T, Var, as_var, collect_stored, write_tf_checkpoint
+from bert4keras.backend import check_token_ids, get_activation
+from bert4keras.checkpoints import (
+    CheckpointReader,
+    T,
+    Var,
+    as_var,
+    collect_stored,
+    count_nonfinite,
+    write_tf_checkpoint,
+)
 from bert4keras.layers import (
     Activation,
     Add,
@@ -184,7 +192,7 @@ class Transformer:
         for index in range(self.num_hidden_layers):
             x = self.apply_main_layers(x, index)
         self.set_outputs(self.apply_final_layers(x))
-        self.model = keras.Model(self.input, self.output, name=self.name)
+        self.model = TransformerModel(self.input, self.output, name=self.name)
         self.built = True
 
     def set_inputs(self, inputs):
@@ -372,7 +380,7 @@ class Transformer:
             value = self.load_embeddings(value, var.vocab)
         return value
 
-    def load_weights_from_checkpoint(self, checkpoint, mapping=None, allow_pickle=False):
+    def load_weights_from_checkpoint(self, checkpoint, mapping=None, allow_pickle=False, allow_nonfinite=False):
         """Load an official TF checkpoint or HF safetensors into the model.
 
         Variables of the checkpoint that the mapping does not name (optimizer slots,
@@ -383,13 +391,17 @@ class Transformer:
             mapping: optional ``{layer name: [names]}`` overriding the family's mapping.
             allow_pickle: read a PyTorch ``.bin``/``.pt`` file with
                 ``torch.load(weights_only=True)`` instead of refusing it (default False).
+            allow_nonfinite: load variables holding NaN or +-Inf (after the cast to the
+                weight's dtype) with one warning naming them, instead of refusing them
+                (default False: such a weight makes every output NaN).
         Raises:
             ValueError: a variable is missing or has the wrong shape (message names the
                 variable, the layer, the expected and found shapes), unless
                 ``ignore_invalid_weights=True`` made it a warning and the weight was skipped;
                 when none of the family's variables is in the checkpoint, the message says so
                 and quotes some of the checkpoint's names (a checkpoint of another family);
-                a pickle file without ``allow_pickle=True``.
+                a variable holds NaN/Inf values (named, with their count) and
+                ``allow_nonfinite`` is False; a pickle file without ``allow_pickle=True``.
             FileNotFoundError: nothing readable at ``checkpoint``.
         """
         reader = CheckpointReader(checkpoint, strip_prefixes=self.hf_prefixes, allow_pickle=allow_pickle)
@@ -404,6 +416,7 @@ class Transformer:
             )
         else:
             family_hint = ""
+        nonfinite = []
         for layer_name, specs in mapping.items():
             if layer_name not in self.layers:
                 continue
@@ -428,16 +441,46 @@ class Transformer:
                         warnings.warn(problem + " Skipped (ignore_invalid_weights=True).")
                         continue
                     raise ValueError(problem + family_hint)
-                weight.assign(value.astype(weight.dtype))
+                with np.errstate(over="ignore"):  # an overflow to Inf is reported below
+                    cast = value.astype(weight.dtype)
+                bad = count_nonfinite(cast)
+                if bad:
+                    stored = count_nonfinite(value)
+                    found = (
+                        f"Variable '{spec.name}' in checkpoint '{reader.path}' (for weight '{weight.path}' "
+                        f"of layer '{layer_name}') has {bad} non-finite value(s) (NaN or Inf) out of "
+                        f"{cast.size}"
+                        + ("" if stored == bad else f", {bad - stored} of them overflowing the cast from "
+                           f"{value.dtype} to {weight.dtype}")
+                    )
+                    if not allow_nonfinite:
+                        raise ValueError(
+                            found + ": every output of the model would be NaN. Re-download or re-export "
+                            "the checkpoint (a diverged training run saves NaN), or load it anyway with "
+                            "allow_nonfinite=True (build_transformer_model(..., allow_nonfinite=True))."
+                        )
+                    nonfinite.append(found)
+                weight.assign(cast)
+        if nonfinite:
+            warnings.warn(
+                f"Loaded {len(nonfinite)} variable(s) with non-finite values (allow_nonfinite=True): "
+                + "; ".join(nonfinite[:3]) + ("; ..." if len(nonfinite) > 3 else "") + "."
+            )
 
     def save_weights_as_checkpoint(self, filename, mapping=None, dtype=None):
         """Write the weights as an official-format TF1 checkpoint (atomic; see `write_tf_checkpoint`).
 
         Args:
-            filename: checkpoint prefix, e.g. ``out/bert_model.ckpt``.
+            filename: checkpoint prefix, e.g. ``out/bert_model.ckpt`` (files
+                ``out/bert_model.ckpt.index`` and ``.data-*``), or a directory (an existing
+                one, or a path ending with a separator such as ``'out_dir/'``): then the
+                checkpoint is ``out_dir/model.ckpt``, and ``out_dir``'s TF ``checkpoint`` state
+                file points at it, so the directory loads as a checkpoint path.
             mapping: optional override of `variable_mapping()` (e.g. GPT-2's
                 `openai_variable_mapping()`).
             dtype: optional NumPy dtype to cast to (default: the weights' dtype).
+        Returns:
+            str, the prefix written.
         """
         mapping = self.variable_mapping() if mapping is None else mapping
         pairs = []
@@ -447,7 +490,140 @@ class Transformer:
             for weight, spec in zip(self.layers[layer_name].weights, map(as_var, specs)):
                 value = ops.convert_to_numpy(weight)
                 pairs.append((spec, value.astype(dtype) if dtype else value))
-        write_tf_checkpoint(filename, collect_stored(pairs))
+        return write_tf_checkpoint(filename, collect_stored(pairs))
+
+
+@keras.saving.register_keras_serializable(package="bert4keras")
+class TransformerModel(keras.Model):
+    """The functional `keras.Model` of a builder (``build_transformer_model(...)``, ``.model``).
+
+    The same graph, weights and config as ``keras.Model(inputs, outputs)``, with two guards on
+    `predict`, `fit`, `evaluate` and the ``*_on_batch`` methods:
+
+    - Array inputs (NumPy arrays, nested lists) are checked before Keras runs: a ragged list
+      (rows of different lengths; pad with `bert4keras.snippets.sequence_padding`), an empty
+      batch, token and segment ids of different lengths, ids outside an embedding's rows and
+      sequences longer than ``max_position`` raise ValueError naming the input. (The embedding layers check ids on every call too, see
+      `bert4keras.backend.checked_ids`; this gives the plain message before any compiled code.)
+    - On JAX, Keras' trainer detaches the weights from the variables while it runs and leaves them
+      detached when a step raises, so every later call fails with ``'NoneType' object is not
+      callable``. After a failed call the weights are put back (the last synced state, else the
+      state before the call; optimizer slots Keras created in the failed call start at zero).
+      On every backend the compiled functions are dropped after a failed call (TensorFlow
+      otherwise refuses the next ``fit``: "Creating variables on a non-first call").
+
+    Inputs given as datasets, generators or backend tensors reach Keras unchecked here.
+    Raises: ValueError as above; whatever Keras raises otherwise.
+    """
+
+    def _id_inputs(self):
+        """``{input index: (input name, rows)}`` for the inputs that feed an `Embedding` directly."""
+        found = {}
+        for layer in self.layers:
+            if isinstance(layer, Embedding):
+                for node in layer._inbound_nodes:
+                    for i, x in enumerate(self.inputs):
+                        if not node.is_input and node.arguments.args and node.arguments.args[0] is x:
+                            found[i] = (x.name, layer.input_dim)
+        return found
+
+    def _check_inputs(self, x):
+        if not isinstance(x, (list, tuple, np.ndarray)) or not self.inputs:
+            return
+        n = len(self.inputs)
+        if n == 1:
+            values = [x[0]] if isinstance(x, (list, tuple)) and len(x) == 1 and isinstance(x[0], np.ndarray) else [x]
+        elif isinstance(x, (list, tuple)) and len(x) == n:
+            values = list(x)
+        else:
+            return
+        arrays = {}
+        for i, value in enumerate(values):
+            name = self.inputs[i].name
+            if not isinstance(value, (list, tuple, np.ndarray)):
+                continue
+            try:
+                array = np.asarray(value)
+            except ValueError:
+                array = np.asarray(value, dtype=object)
+            if array.dtype == object:
+                lengths = _row_lengths(value)
+                raise ValueError(
+                    f"Input '{name}' is a ragged list (row lengths {lengths}): pad it to one length with "
+                    "bert4keras.snippets.sequence_padding (and the other inputs to the same length)."
+                )
+            if array.ndim and array.shape[0] == 0:
+                raise ValueError(f"Input '{name}' is an empty batch (shape {array.shape}): give at least one sample.")
+            arrays[i] = array
+        limits = [layer.input_dim for layer in self.layers if isinstance(layer, PositionEmbedding)
+                  and not layer.hierarchical and not layer.custom_position_ids]
+        for i, (name, rows) in self._id_inputs().items():
+            if i in arrays:
+                check_token_ids(arrays[i], rows, name=f"Input '{name}'")
+                if limits and arrays[i].ndim == 2 and arrays[i].shape[1] > min(limits):
+                    raise ValueError(f"Input '{name}': sequence length {arrays[i].shape[1]} exceeds max_position "
+                                     f"{min(limits)}: truncate the texts (e.g. tokenizer.encode(text, maxlen=...)).")
+        by_name = {self.inputs[i].name: a for i, a in arrays.items()}
+        for token_name, array in by_name.items():
+            if token_name.endswith("Input-Token"):
+                segment_name = token_name[: -len("Token")] + "Segment"
+                other = by_name.get(segment_name)
+                if other is not None and array.shape[:2] != other.shape[:2]:
+                    raise ValueError(
+                        f"Inputs '{token_name}' and '{segment_name}' must have the same (batch_size, seq_len), "
+                        f"got {array.shape[:2]} and {other.shape[:2]}: pad both with sequence_padding."
+                    )
+
+    def _guarded(self, method, x, *args, **kwargs):
+        self._check_inputs(x)
+        jax = keras.backend.backend() == "jax"
+        variables = self._state_variables() if jax else []
+        values = [v._value for v in variables]  # JAX arrays are immutable: references suffice
+        try:
+            return method(x, *args, **kwargs)
+        except BaseException:
+            # A failed trace stays cached (TensorFlow then refuses to create the optimizer's
+            # variables on a "non-first call"): the next call compiles afresh.
+            self.train_function = self.test_function = self.predict_function = None
+            if not jax:
+                raise
+            self.jax_state_sync()
+            saved = {id(v): value for v, value in zip(variables, values)}
+            for v in self._state_variables():
+                if v._value is None:
+                    v._value = saved.get(id(v))
+                    if v._value is None:  # created by the failed call
+                        v._value = ops.zeros(v.shape, v.dtype)
+            raise
+
+    def _state_variables(self):
+        optimizer = getattr(self, "optimizer", None)
+        extra = list(optimizer.variables) if optimizer is not None and optimizer.built else []
+        return list(self.variables) + extra + list(self.metrics_variables)
+
+    def predict(self, x, *args, **kwargs):
+        return self._guarded(super().predict, x, *args, **kwargs)
+
+    def fit(self, x=None, *args, **kwargs):
+        return self._guarded(super().fit, x, *args, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        return self._guarded(super().evaluate, x, *args, **kwargs)
+
+    def predict_on_batch(self, x):
+        return self._guarded(super().predict_on_batch, x)
+
+    def train_on_batch(self, x, *args, **kwargs):
+        return self._guarded(super().train_on_batch, x, *args, **kwargs)
+
+    def test_on_batch(self, x, *args, **kwargs):
+        return self._guarded(super().test_on_batch, x, *args, **kwargs)
+
+
+def _row_lengths(value, limit=6):
+    """The first lengths of a nested list's rows, for a message."""
+    lengths = [len(row) if hasattr(row, "__len__") else None for row in list(value)[:limit]]
+    return lengths + ["..."] if len(value) > limit else lengths
 
 
 class CacheModel(keras.Model):
@@ -1376,10 +1552,27 @@ class T5_Base(Transformer):
     Pre-norm blocks with RMS LayerNorm (no mean, no beta), no biases, unscaled attention
     logits with a bucketed relative position bias computed once per stack.
 
+    Official names (`variable_mapping`) are those of the Mesh-TF checkpoints Google released
+    (google-research/text-to-text-transfer-transformer for T5 and T5 v1.1,
+    google-research/multilingual-t5 for mT5), as bert4keras 0.11.5 maps them:
+    ``shared/embedding``; ``{encoder,decoder}/block_%03d/layer_%03d/`` + ``SelfAttention/{q,k,v,o}``
+    (block 0 also ``relative_attention_bias``), ``EncDecAttention/{q,k,v,o}``,
+    ``DenseReluDense/wi/kernel`` (t5.1.0) or ``wi_0``/``wi_1`` (v1.1), ``DenseReluDense/wo/kernel``;
+    ``decoder/logits/kernel`` (v1.1 only; t5.1.0 ties the logits to the embedding). The norm
+    scales follow one of two conventions (`NORM_CONVENTIONS`):
+
+    - ``'layer_norm'``, T5 (t5.1.0) and T5 v1.1 (t5.1.1): ``.../layer_%03d/layer_norm/scale``,
+      ``{encoder,decoder}/final_layer_norm/scale``;
+    - ``'rms_norm'``, mT5 (mt5.1.1, also bojone's t5-pegasus): ``.../layer_%03d/rms_norm/scale``,
+      ``{encoder,decoder}/rms_norm/scale``.
+
+    A TF checkpoint holding only the other convention's norm names (t5.1.1 and mt5.1.1 mixed
+    up) loads with one warning; `save_weights_as_checkpoint` writes the version's own names.
+
     Extra args:
         version: ``'t5.1.0'`` (ReLU FFN, logits tied to the embedding and scaled by
             ``hidden_size**-0.5``), ``'t5.1.1'`` / ``'mt5.1.1'`` (gated-GELU FFN, separate
-            ``Decoder-Output-LM``, no scaling).
+            ``Decoder-Output-LM``, no scaling; they differ only in their norm names).
         num_decoder_layers: int, decoder depth (default: num_hidden_layers).
         relative_attention_num_buckets, relative_attention_max_distance: ints (32, 128).
         cross_position_bias: bool, add a relative position bias in cross attention too, as
@@ -1486,9 +1679,17 @@ class T5_Base(Transformer):
 
     # -- names --------------------------------------------------------------------------------
 
+    #: Mesh-TF names of the norm scales per naming convention: (in each block, after each stack).
+    NORM_CONVENTIONS = {
+        "layer_norm": ("layer_norm", "final_layer_norm"),  # T5 and T5 v1.1 releases
+        "rms_norm": ("rms_norm", "rms_norm"),  # mT5 releases (and t5-pegasus)
+    }
+
     @property
-    def _norm_name(self):
-        return "layer_norm" if self.version == "t5.1.0" else "rms_norm"
+    def norm_convention(self):
+        """The version's own norm naming (a key of `NORM_CONVENTIONS`): mT5's ``'rms_norm'``,
+        else ``'layer_norm'``."""
+        return "rms_norm" if self.version == "mt5.1.1" else "layer_norm"
 
     @property
     def _gated(self):
@@ -1503,18 +1704,20 @@ class T5_Base(Transformer):
             else [prefix + "DenseReluDense/wi/kernel"]
         return wi + [prefix + "DenseReluDense/wo/kernel"]
 
-    def variable_mapping(self):
-        n = self._norm_name
+    def variable_mapping(self, norms=None):
+        """Mesh-TF names (see the class docstring); ``norms`` picks the norm naming of
+        `NORM_CONVENTIONS` (default: the version's, `norm_convention`)."""
+        n, final = self.NORM_CONVENTIONS[norms or self.norm_convention]
         mapping = {
             "Embedding-Token": [Var("shared/embedding", vocab=0)],
             "Encoder-Embedding-Relative-Position": [
                 T("encoder/block_000/layer_000/SelfAttention/relative_attention_bias")
             ],
-            "Encoder-Output-Norm": [f"encoder/{'final_layer_norm' if n == 'layer_norm' else 'rms_norm'}/scale"],
+            "Encoder-Output-Norm": [f"encoder/{final}/scale"],
             "Decoder-Embedding-Relative-Position": [
                 T("decoder/block_000/layer_000/SelfAttention/relative_attention_bias")
             ],
-            "Decoder-Output-Norm": [f"decoder/{'final_layer_norm' if n == 'layer_norm' else 'rms_norm'}/scale"],
+            "Decoder-Output-Norm": [f"decoder/{final}/scale"],
             "Decoder-Output-LM": [Var("decoder/logits/kernel", vocab=1)],
         }
         for i in range(self.num_hidden_layers):
@@ -1537,11 +1740,41 @@ class T5_Base(Transformer):
 
     def mapping_for(self, reader):
         mapping = super().mapping_for(reader)
-        if reader.format == "hf" and "lm_head.weight" not in reader:
+        if reader.format == "tf":
+            return self._mapping_for_norm_names(reader, mapping)
+        if "lm_head.weight" not in reader:
             # transformers 5 ties T5's lm_head to the embedding and may not save it; real
             # t5.1.1 / mT5 files carry a separate lm_head.weight, used when present.
             mapping["Decoder-Output-LM"] = [T("shared.weight", vocab=1)]
         return mapping
+
+    def _mapping_for_norm_names(self, reader, mapping):
+        """``mapping``, or the other convention's when the checkpoint holds none of our norm
+        names and some of its (a t5.1.1 checkpoint loaded as mt5.1.1 or the reverse), with a
+        warning naming both conventions. Other missing names still raise in the loader."""
+        other = "rms_norm" if self.norm_convention == "layer_norm" else "layer_norm"
+        alternative = self.variable_mapping(norms=other)
+
+        def names(m):
+            return {as_var(s).name for layer, specs in m.items() if layer in self.layers for s in specs}
+
+        ours, theirs = names(mapping), names(alternative)
+        ours, theirs = ours - theirs, theirs - ours  # the norm scales only
+        if not ours or any(n in reader for n in ours) or not any(n in reader for n in theirs):
+            return mapping
+        conventions = {"layer_norm": "T5 / T5 v1.1 ('layer_norm', 'final_layer_norm'; model='t5.1.1')",
+                       "rms_norm": "mT5 ('rms_norm'; model='mt5.1.1')"}
+
+        def example(found):  # the shortest: a stack's final norm
+            return min(found, key=lambda n: (len(n), n))
+
+        warnings.warn(
+            f"T5 checkpoint '{reader.path}' names its norms in the {conventions[other]} convention "
+            f"(e.g. '{example(theirs)}'), not in the {conventions[self.norm_convention]} one that "
+            f"version '{self.version}' expects (e.g. '{example(ours)}'). Loaded them under the "
+            f"checkpoint's names; save_weights_as_checkpoint writes '{self.version}' names."
+        )
+        return alternative
 
     def hf_variable_mapping(self):
         """HF T5ForConditionalGeneration / MT5ForConditionalGeneration names."""
@@ -1705,7 +1938,7 @@ class T5(T5_Base):
         # decoder model nested: Keras reloads a layer shared between a nested model and its
         # parent (Embedding-Token) with its call nodes mixed up.
         self.outputs = [self._decoder.call_builder(self.encoder.outputs + self.decoder.inputs[1:])]
-        self.model = keras.Model(self.inputs, self.outputs[0], name=self.name)
+        self.model = TransformerModel(self.inputs, self.outputs[0], name=self.name)
         self.built = True
 
     def build_cache_model(self, max_length):
@@ -1794,7 +2027,7 @@ def read_config(config_path):
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"Config file '{config_path}' does not exist.")
     try:
-        with open(config_path, encoding="utf-8") as f:
+        with open(config_path, encoding="utf-8-sig") as f:  # -sig: a byte order mark is dropped
             raw = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"Config file '{config_path}' is not valid JSON: {e}") from e
@@ -1804,9 +2037,15 @@ def read_config(config_path):
     for key, value in raw.items():
         configs[_CONFIG_RENAMES.get(key, key)] = value
     model_type = raw.get("model_type")
-    if model_type == "roberta" and "max_position" in configs:
+    if model_type == "roberta" and _is_int(configs.get("max_position")):
         # HF RoBERTa reserves the first pad_token_id + 1 positions.
-        offset = int(raw.get("pad_token_id", 1)) + 1
+        pad_token_id = raw.get("pad_token_id", 1)
+        if not _is_int(pad_token_id) or pad_token_id < 0:
+            raise ValueError(
+                f"Config key 'pad_token_id' in config '{config_path}' must be a non-negative int "
+                f"for model_type 'roberta' (its positions start after it), got {pad_token_id!r}."
+            )
+        offset = int(pad_token_id) + 1
         configs["max_position"] -= offset
         configs["hf_position_offset"] = offset
     if "n_embd" in raw or model_type == "gpt2":
@@ -1815,6 +2054,11 @@ def read_config(config_path):
         configs.setdefault("hidden_act", "gelu_new")
         configs.setdefault("pad_token_id", None)
     if "feed_forward_proj" in raw:  # HF T5 / mT5
+        if not isinstance(raw["feed_forward_proj"], str):
+            raise ValueError(
+                f"Config key 'feed_forward_proj' in config '{config_path}' must be a str such as "
+                f"'relu' or 'gated-gelu', got {raw['feed_forward_proj']!r}."
+            )
         gated = raw["feed_forward_proj"].startswith("gated-")
         act = raw["feed_forward_proj"].split("-")[-1]
         act = "gelu_new" if act == "gelu" else act
@@ -1822,7 +2066,157 @@ def read_config(config_path):
         configs["version"] = ("mt5.1.1" if model_type == "mt5" else "t5.1.1") if gated else "t5.1.0"
         configs.pop("tie_word_embeddings", None)  # the version decides (see T5_Base)
     configs["_config_path"] = config_path
+    configs["_config_family"] = _config_family(raw)
     return configs
+
+
+# The three config layouts: T5's, GPT-2's (OpenAI / HF) and BERT's (Google / HF BERT-likes, and
+# bert4keras's own configs). Told apart by HF's model_type, else by raw keys no other layout uses.
+# `type_vocab_size` alone is weak evidence: bert4keras's converted GPT-2 checkpoints (CPM-LM) and
+# GPT2-ML come with BERT-style configs, so it refuses only T5 models.
+_CONFIG_FAMILIES = {
+    "t5": dict(
+        name="T5",
+        model_types=("t5", "mt5", "umt5", "longt5"),
+        keys=("d_model", "d_ff", "d_kv", "num_heads", "feed_forward_proj", "relative_attention_num_buckets"),
+        use="model='t5.1.0', 't5.1.1' or 'mt5.1.1' (or their _encoder / _decoder)",
+    ),
+    "gpt2": dict(name="GPT-2", model_types=("gpt2",), keys=("n_embd", "n_head", "n_layer"), use="model='gpt2'"),
+    "bert": dict(
+        name="BERT-style",
+        model_types=("bert", "roberta", "xlm-roberta", "albert", "electra", "nezha", "roformer", "camembert",
+                     "ernie", "megatron-bert"),
+        keys=("type_vocab_size",),
+        use="model='bert' (or 'roberta', 'albert', 'nezha', 'roformer', 'electra', ...)",
+    ),
+}
+
+
+def _config_family(raw):
+    """``(family, evidence, strong)`` of a raw config (a key of `_CONFIG_FAMILIES`), or None."""
+    model_type = raw.get("model_type")
+    for family, signature in _CONFIG_FAMILIES.items():
+        if model_type in signature["model_types"]:
+            return family, f"model_type={model_type!r}", True
+    for family, signature in _CONFIG_FAMILIES.items():
+        keys = [key for key in signature["keys"] if key in raw]
+        if keys:
+            return family, "key(s) " + ", ".join(map(repr, keys)), family != "bert"
+    return None
+
+
+def _model_family(model):
+    """The config layout `model` reads: ``'t5'``, ``'gpt2'`` or ``'bert'``."""
+    if model.startswith(("t5", "mt5")):
+        return "t5"
+    return "gpt2" if model == "gpt2" else "bert"
+
+
+def _check_config_family(configs, model):
+    """ValueError when the config file is of another family than ``model`` (before its keys are
+    validated: a T5 config read as BERT would otherwise build a wrong model, or fail later on
+    a key that is not the real problem)."""
+    found = configs.pop("_config_family", None)
+    if found is None:
+        return
+    family, evidence, strong = found
+    wanted = _model_family(model)
+    if family == wanted or not (strong or wanted == "t5"):
+        return
+    raise ValueError(
+        f"Config '{configs.get('_config_path')}' looks like a {_CONFIG_FAMILIES[family]['name']} config "
+        f"({evidence}), but model={model!r} builds a {_CONFIG_FAMILIES[wanted]['name']} model. Pass "
+        f"{_CONFIG_FAMILIES[family]['use']}, or the config of the model you meant."
+    )
+
+
+def _total_memory():
+    """This machine's physical memory in bytes (``os.sysconf``, else psutil), or None if unknown."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        pass
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    except Exception:  # not installed, or no answer on this platform
+        return None
+
+
+def _format_bytes(n):
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000:
+            return f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:,.0f} EB"
+
+
+def _parameter_count(model, configs, from_kwargs=()):
+    """``(count, largest part)``: a lower bound of the parameters ``model`` gets from the
+    validated ``configs`` (token embedding, absolute position table, attention and feed-forward
+    kernels; biases and norms left out), computed before any layer exists."""
+    c = configs
+
+    def kv(key, value=None):
+        value = c.get(key) if value is None else value
+        return f"{key}={value}" + (" (keyword argument)" if key in from_kwargs else "")
+
+    cls = MODELS[model]
+    hidden, heads, inner = c["hidden_size"], c["num_attention_heads"], c["intermediate_size"]
+    head = c.get("attention_head_size") or hidden // heads
+    key = c.get("attention_key_size") or head
+    embedding = c.get("embedding_size") or hidden
+    vocab = len(c["keep_tokens"]) if c.get("keep_tokens") is not None else c["vocab_size"]
+    vocab += len(c.get("compound_tokens") or ())
+    acts = c.get("hidden_act")
+    gates = len(acts) if isinstance(acts, (list, tuple)) else 1  # a gated FFN has one input kernel per activation
+    block = hidden * heads * (2 * key + 2 * head) + inner * hidden * (gates + 1)
+    layers = c["num_hidden_layers"]
+    if issubclass(cls, ALBERT) and not issubclass(cls, ALBERT_Unshared):
+        blocks = 1  # one block shared by all layers
+    elif issubclass(cls, T5_Base):
+        decoder = c.get("num_decoder_layers")
+        decoder = decoder if _is_int(decoder) and decoder > 0 else layers
+        blocks = layers if cls is T5_Encoder else decoder if cls is T5_Decoder else layers + decoder
+    else:
+        blocks = layers
+    parts = [
+        (vocab * embedding, f"Embedding-Token, {kv('vocab_size', vocab)} x {kv('embedding_size', embedding)}"),
+        (blocks * block, f"{blocks} transformer block(s) of {kv('hidden_size')}, {kv('intermediate_size')}, "
+                         f"{kv('num_attention_heads')} heads of size {head}"),
+    ]
+    if issubclass(cls, BERT) and cls.p_bias is None:
+        positions = c.get("max_position") or 512
+        parts.append((positions * embedding, f"Embedding-Position, {kv('max_position', positions)} x embedding_size"))
+    return sum(n for n, _ in parts), max(parts)[1]
+
+
+def _check_parameter_memory(model, configs, source, from_kwargs=()):
+    """ValueError, before any allocation, when the parameters alone would exceed this machine's
+    physical memory (times the devices of a `keras.distribution.ModelParallel` mesh, which shards
+    them): absurd sizes (``hidden_size=10**9``, a typo) would otherwise make the backend try
+    (JAX aborts the process). Skipped when the memory size is unknown (no ``os.sysconf``, no psutil)."""
+    limit = _total_memory()
+    if limit is None:
+        return
+    distribution = keras.distribution.distribution()
+    if isinstance(distribution, keras.distribution.ModelParallel):
+        limit *= max(1, int(np.size(distribution.device_mesh.devices)))
+    count, largest = _parameter_count(model, configs, from_kwargs)
+    dtype = keras.config.dtype_policy().variable_dtype
+    try:
+        itemsize = np.dtype(dtype).itemsize
+    except TypeError:
+        itemsize = 4
+    if count * itemsize <= limit:
+        return
+    origin = f"config '{source}'" if source else "the keyword arguments"
+    raise ValueError(
+        f"The sizes in {origin} would need ~{_format_bytes(count * itemsize)} of {dtype} parameters "
+        f"(at least {count:.2g} parameters; the largest part: {largest}), more than this machine's "
+        f"{_format_bytes(limit)} of memory. Check these sizes (a typo such as extra zeros?)."
+    )
 
 
 _POSITIVE_INT = ("vocab_size", "hidden_size", "num_attention_heads", "intermediate_size")
@@ -1909,6 +2303,7 @@ def build_transformer_model(
     application="encoder",
     return_keras_model=True,
     allow_pickle=False,
+    allow_nonfinite=False,
     **kwargs,
 ):
     """Build a transformer from a config file and optionally load a checkpoint (bert4keras API).
@@ -1925,12 +2320,15 @@ def build_transformer_model(
             their ``_encoder`` / ``_decoder``).
         application: ``'encoder'``, ``'lm'`` (causal attention) or ``'unilm'`` (seq2seq mask
             from segment_ids); both of the latter switch ``with_mlm`` on unless it is given.
-        return_keras_model: return ``keras.Model`` if True, else the builder (with ``.model``,
-            ``save_weights_as_checkpoint``, ``load_weights_from_checkpoint``; T5's has
-            ``.encoder`` and ``.decoder``).
+        return_keras_model: return the ``keras.Model`` if True (a `TransformerModel`: functional,
+            checks its array inputs and, on JAX, keeps its weights after a failed call), else the
+            builder (with ``.model``, ``save_weights_as_checkpoint``,
+            ``load_weights_from_checkpoint``; T5's has ``.encoder`` and ``.decoder``).
         allow_pickle: opt in to loading a pickle-based PyTorch ``checkpoint_path``
             (``pytorch_model.bin``, ``*.pt``) with ``torch.load(weights_only=True)``; by
             default such files are refused because unpickling can run arbitrary code.
+        allow_nonfinite: load checkpoint variables holding NaN or Inf (with a warning); by
+            default they are refused, naming the variable (see `load_weights_from_checkpoint`).
         **kwargs: override config values and set builder options (``with_pool``, ``with_nsp``,
             ``with_mlm``, ``keep_tokens``, ``compound_tokens``, ``segment_vocab_size``,
             ``max_position``, ``hierarchical_position``, ``sequence_length``, ``dropout_rate``,
@@ -1938,7 +2336,12 @@ def build_transformer_model(
     Raises:
         ValueError: unknown model/application; missing config keys or invalid values (the
             message names the key, where it came from, what was expected and the value got);
-            checkpoint variables missing or mis-shaped; a pickle checkpoint without
+            a config of another family than ``model`` (a T5 config with ``model='bert'``,
+            a GPT-2 ``n_embd`` config with a BERT-style model, a BERT config with a T5 model;
+            named, with the keys or ``model_type`` that tell); sizes whose parameters alone
+            would exceed this machine's physical memory (with the estimate; raised before
+            anything is allocated); checkpoint variables missing, mis-shaped or non-finite
+            (unless ``allow_nonfinite=True``); a pickle checkpoint without
             ``allow_pickle=True``. FileNotFoundError: missing config/checkpoint.
     """
     if not isinstance(model, str) or model.lower() not in MODELS:
@@ -1946,16 +2349,23 @@ def build_transformer_model(
     if application not in APPLICATIONS:
         raise ValueError(f"Unknown application={application!r}; expected one of {list(APPLICATIONS)}.")
     model = model.lower()
+    if checkpoint_path is None and (allow_pickle or allow_nonfinite):
+        raise TypeError("allow_pickle / allow_nonfinite apply to a checkpoint: without checkpoint_path nothing uses them.")
     configs = read_config(config_path) if config_path is not None else {}
+    _check_config_family(configs, model)
+    source = configs.get("_config_path")
     if model.startswith(("t5.", "mt5.")):
         configs["version"] = model.split("_")[0]
     configs.update(kwargs)
     _validate_configs(configs, from_kwargs=set(kwargs))
+    _check_parameter_memory(model, configs, source, from_kwargs=set(kwargs))
     configs["application"] = application
     transformer = MODELS[model](**configs)
     transformer.build(**configs)
     if checkpoint_path is not None:
-        transformer.load_weights_from_checkpoint(checkpoint_path, allow_pickle=allow_pickle)
+        transformer.load_weights_from_checkpoint(
+            checkpoint_path, allow_pickle=allow_pickle, allow_nonfinite=allow_nonfinite
+        )
     return transformer.model if return_keras_model else transformer
 
 

@@ -258,7 +258,7 @@ def export(args, builder, token_dict):
     prefix = os.path.join(args.work_dir, "bert_model.ckpt")
     builder.save_weights_as_checkpoint(prefix)
     if args.config:
-        with open(args.config, encoding="utf-8") as f:
+        with open(args.config, encoding="utf-8-sig") as f:
             config = json.load(f)
     else:
         config = dict(vocab_size=len(token_dict), hidden_size=args.hidden_size,

@@ -145,16 +145,26 @@ def gpt2_hparams(config):
                 n_head=config.n_head, n_layer=config.n_layer)
 
 
-def t5_mesh_tf(state, version):
+# Norm-scale names of Google's released Mesh-TF checkpoints, (in each block, after each stack):
+# T5 (t5.1.0) and T5 v1.1 (google-research/text-to-text-transfer-transformer) use layer_norm
+# and final_layer_norm; mT5 (google-research/multilingual-t5) uses rms_norm for all of them.
+T5_NORMS = {"layer_norm": ("layer_norm", "final_layer_norm"), "rms_norm": ("rms_norm", "rms_norm")}
+T5_VERSION_NORMS = {"t5.1.0": "layer_norm", "t5.1.1": "layer_norm", "mt5.1.1": "rms_norm"}
+
+
+def t5_mesh_tf(state, version, norms=None):
     """T5ForConditionalGeneration / MT5ForConditionalGeneration -> Mesh-TF names.
 
-    version: ``'t5.1.0'`` (``layer_norm``/``final_layer_norm``, ``wi``, tied logits) or
-    ``'t5.1.1'`` / ``'mt5.1.1'`` (``rms_norm``, ``wi_0``/``wi_1``, ``decoder/logits``).
+    version: ``'t5.1.0'`` (``wi``, logits tied to ``shared/embedding``), ``'t5.1.1'`` or
+    ``'mt5.1.1'`` (``wi_0``/``wi_1``, ``decoder/logits/kernel``). norms: ``'layer_norm'``
+    (``block_%03d/layer_%03d/layer_norm/scale``, ``{encoder,decoder}/final_layer_norm/scale``:
+    the T5 and T5 v1.1 releases) or ``'rms_norm'`` (``.../rms_norm/scale`` and
+    ``{encoder,decoder}/rms_norm/scale``: the mT5 releases); default the version's own.
     Mesh-TF keeps dense kernels ``(in, out)`` without a ``/kernel`` suffix in attention, and the
     relative attention bias as ``(heads, buckets)``.
     """
-    v11 = version != "t5.1.0"
-    norm = "rms_norm" if v11 else "layer_norm"
+    v11 = version in ("t5.1.1", "mt5.1.1")
+    block_norm, final_norm = T5_NORMS[norms or T5_VERSION_NORMS[version]]
     r = _Renamer(state)
     T = np.transpose
     r.take("shared.weight", "shared/embedding")
@@ -174,8 +184,8 @@ def t5_mesh_tf(state, version):
                         r.take(hf + f"{sub}.{w}.weight", tf + f"{sub}/{w}", T)
                     if i == 0 and sub == "SelfAttention":
                         r.take(hf + f"{sub}.relative_attention_bias.weight", tf + f"{sub}/relative_attention_bias", T)
-                r.take(hf + "layer_norm.weight", tf + f"{norm}/scale")
-        r.take(f"{stack}.final_layer_norm.weight", f"{stack}/{'rms_norm' if v11 else 'final_layer_norm'}/scale")
+                r.take(hf + "layer_norm.weight", tf + f"{block_norm}/scale")
+        r.take(f"{stack}.final_layer_norm.weight", f"{stack}/{final_norm}/scale")
     if v11:
         r.take("lm_head.weight", "decoder/logits/kernel", T)
     return r.done(ignore=[r"(encoder|decoder)\.embed_tokens\.weight", r"lm_head\.weight"])

@@ -240,33 +240,97 @@ def test_sentencepiece_larger_than_embedding():
         tokenizer.check_vocab_size(size - 1)
 
 
-def test_token_id_beyond_vocab_at_call_time(tiny_kwargs):
-    """What each backend does with an id >= vocab_size in an eager call, and the library's check.
+def _run(model, x, how):
+    if how == "call":
+        return model(x)
+    if how == "predict_on_batch":
+        return model.predict_on_batch(x)
+    return model.predict(x, verbose=0)
 
-    TensorFlow's CPU gather and PyTorch's embedding raise; JAX's gather fills out-of-range rows
-    with NaN, silently. The model cannot check inside a compiled graph without a cost on every
-    step, so `check_token_ids` / `Tokenizer.check_vocab_size` are the cheap eager checks.
-    """
+
+def _composed(model):
+    """A model a user builds on the builder's tensors (a plain functional keras.Model)."""
+    return keras.Model(model.inputs, model.outputs)
+
+
+@pytest.mark.parametrize("how", ["call", "predict", "predict_on_batch"])
+@pytest.mark.parametrize("bad_id", [60, -1])
+def test_token_id_out_of_range_at_call_time(tiny_kwargs, how, bad_id):
+    """Ids outside [0, vocab_size) raise naming the input, the value and the range, on every
+    backend and every way in; before, negative ids silently took the last rows (Keras wraps
+    them), and on JAX ids >= vocab_size gave NaN rows."""
     model = build_transformer_model(**tiny_kwargs)
-    ids = np.array([[2, 60, 3]], "int32")
+    ids = np.array([[2, bad_id, 3]], "int32")
     x = [ids, np.zeros_like(ids)]
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        with pytest.raises(tf.errors.InvalidArgumentError, match=r"indices\[0,1\] = 60 is not in \[0, 50\)"):
-            model(x)
-    elif BACKEND == "torch":
-        with pytest.raises(IndexError, match="index out of range"):
-            model(x)
-    else:
-        out = keras.ops.convert_to_numpy(model(x))
-        assert np.isnan(out).any(), "JAX used to give NaN for out-of-range ids; update the docs"
-        assert np.isfinite(keras.ops.convert_to_numpy(model([ids % 50, x[1]]))).all()
+    message = rf"\[0, 1\] = {bad_id} is outside \[0, vocab_size=50\)"
+    with pytest.raises(ValueError, match=r"Input 'Input-Token'" + message if how != "call" else "Embedding-Token ids" + message):
+        _run(model, x, how)
+    with pytest.raises(ValueError, match=r"(Input 'Input-Segment'|Embedding-Segment ids)\[0, 2\] = 2 is outside \[0, vocab_size=2\)"):
+        _run(model, [ids % 50, np.array([[0, 1, 2]], "int32")], how)
+    # The layers check too: a model composed on the builder's tensors, eagerly and compiled.
+    composed = _composed(model)
+    expected = {"tensorflow": (ValueError, Exception), "jax": (ValueError, Exception), "torch": (ValueError,)}[BACKEND]
+    with pytest.raises(expected) as error:
+        _run(composed, x, how)
+    assert f"= {bad_id} is outside [0, vocab_size=50)" in str(error.value) or (
+        BACKEND == "tensorflow" and "an id is outside [0, vocab_size=50)" in str(error.value)
+    ), str(error.value)[:2000]
     with pytest.raises(ValueError, match=r"token_ids\[0, 1\] = 60 is outside \[0, vocab_size=50\)"):
-        check_token_ids(ids, 50)
-    with pytest.raises(ValueError, match=r"token_ids\[0, 0\] = -1 is outside"):
-        check_token_ids([[-1, 2]], 50)
-    check_token_ids(ids % 50, 50)
+        check_token_ids(np.array([[2, 60, 3]]), 50)
+
+
+@pytest.mark.parametrize("method", ["predict", "fit", "evaluate", "predict_on_batch", "train_on_batch"])
+def test_model_usable_after_a_failed_call(tiny_kwargs, method):
+    """On JAX, Keras' trainer detaches the weights while predict/fit/evaluate run and did not put
+    them back when a step raised: every later call failed with "'NoneType' object is not callable".
+    The builder's model puts them back (and is checked before Keras runs)."""
+    model = build_transformer_model(**tiny_kwargs)
+    model.compile(optimizer="adam", loss="mse")
+    good = [np.array([[2, 5, 3]], "int32"), np.zeros((1, 3), "int32")]
+    # max_position 32. As backend tensors, which the model does not check before Keras runs:
+    # the error is raised inside Keras' step.
+    too_long = [keras.ops.ones((1, 33), "int32"), keras.ops.zeros((1, 33), "int32")]
+    expected = model.predict(good, verbose=0)
+
+    def run(x):
+        y = np.zeros((1, int(x[0].shape[1]), 16), "float32")
+        if method in ("predict", "predict_on_batch"):
+            return getattr(model, method)(x, **({} if method == "predict_on_batch" else {"verbose": 0}))
+        if method == "train_on_batch":
+            return model.train_on_batch(x, y)
+        return getattr(model, method)(x, y, verbose=0)
+
+    with pytest.raises(Exception) as error:
+        run(too_long)
+    assert "sequence length 33 exceeds max_position 32" in str(error.value) or (
+        BACKEND == "tensorflow" and "indices[0,32] = 32 is not in [0, 32)" in str(error.value)), str(error.value)[:2000]
+    if method in ("predict", "predict_on_batch", "evaluate"):
+        np.testing.assert_allclose(model.predict(good, verbose=0), expected, rtol=1e-5, atol=1e-6)
+    run(good)
+    assert np.isfinite(model.predict(good, verbose=0)).all()
+
+
+@pytest.mark.parametrize("x, match", [
+    (lambda: [[[2, 5, 3], [2, 3]], [[0, 0, 0], [0, 0]]],
+     r"Input 'Input-Token' is a ragged list \(row lengths \[3, 2\]\): pad it .*sequence_padding"),
+    (lambda: [np.zeros((0, 3), "int32"), np.zeros((0, 3), "int32")],
+     r"Input 'Input-Token' is an empty batch \(shape \(0, 3\)\)"),
+    (lambda: [np.ones((2, 3), "int32"), np.zeros((2, 4), "int32")],
+     r"Inputs 'Input-Token' and 'Input-Segment' must have the same \(batch_size, seq_len\), got \(2, 3\) and \(2, 4\)"),
+], ids=["ragged", "empty-batch", "token-segment-lengths"])
+@pytest.mark.parametrize("method", ["predict", "fit", "predict_on_batch"])
+def test_bad_model_call_inputs(tiny_kwargs, x, match, method):
+    """Before: an UnboundLocalError from inside Keras (empty batch), a bare shape error from the
+    backend (lengths), NumPy's inhomogeneous-shape error (ragged lists)."""
+    model = build_transformer_model(**tiny_kwargs)
+    model.compile(optimizer="adam", loss="mse")
+    with pytest.raises(ValueError, match=match):
+        if method == "fit":
+            model.fit(x(), np.zeros((2, 3, 16)), verbose=0)
+        elif method == "predict":
+            model.predict(x(), verbose=0)
+        else:
+            model.predict_on_batch(x())
 
 
 def test_sequence_longer_than_max_position(tiny_kwargs):
@@ -274,6 +338,9 @@ def test_sequence_longer_than_max_position(tiny_kwargs):
     ids = np.ones((1, 33), "int32")
     with pytest.raises(ValueError, match=r"sequence length 33 exceeds max_position 32"):
         model([ids, np.zeros_like(ids)])
+    # before Keras runs: on TensorFlow, predict's graph has no static length to check
+    with pytest.raises(ValueError, match=r"Input 'Input-Token': sequence length 33 exceeds max_position 32"):
+        model.predict([ids, np.zeros_like(ids)], verbose=0)
 
 
 # --- padding and truncation ----------------------------------------------------------------------
@@ -497,3 +564,446 @@ def test_no_lambda_layers_and_safe_mode_load(tmp_path, tiny_kwargs, model):
     a, b = built.predict(inputs, verbose=0), loaded.predict(inputs, verbose=0)
     for x, y in zip(keras.tree.flatten(a), keras.tree.flatten(b)):
         np.testing.assert_array_equal(x, y)
+
+
+# --- optimizer arguments (issue #15) -------------------------------------------------------------
+
+LazyAdam = O.extend_with_lazy_optimization(O.Adam)
+ParamwiseAdam = O.extend_with_parameter_wise_lr(O.Adam)
+
+
+@pytest.mark.parametrize("make, kwargs, error, match", [
+    (O.AdamLR, dict(lr_schedule=1000), TypeError,
+     r"AdamLR: lr_schedule must be a dict \{step: multiplier\} \(or a list of \(step, multiplier\) pairs\), got 1000"),
+    (O.AdamLR, dict(lr_schedule=[1000, 1]), TypeError, r"lr_schedule must be a dict .*got \[1000, 1\] \(list\)"),
+    (O.AdamLR, dict(lr_schedule={"warmup": 1}), TypeError,
+     r"AdamLR: lr_schedule steps must be ints >= 0 \(optimizer iterations\), got 'warmup' \(str\)"),
+    (O.AdamWLR, dict(lr_schedule={-5: 1}), ValueError, r"AdamWLR: lr_schedule steps must be ints >= 0 .*got -5"),
+    (O.AdamLR, dict(lr_schedule=[(10, 1), (10, 0.5)]), ValueError, r"lr_schedule gives step 10 twice"),
+    (O.AdamLR, dict(lr_schedule={10: -1}), ValueError, r"lr_schedule\[10\] must be a number >= 0, got -1"),
+    (O.AdamLR, dict(lr_schedule={10: "1"}), TypeError, r"lr_schedule\[10\] must be a number >= 0, got '1' \(str\)"),
+    (O.AdamLA, dict(steps_per_slow_update=0), ValueError, r"AdamLA: steps_per_slow_update must be an int >= 1, got 0"),
+    (O.AdamLA, dict(steps_per_slow_update=2.5), TypeError, r"steps_per_slow_update must be an int >= 1, got 2\.5 \(float\)"),
+    (O.AdamLA, dict(slow_step_size=0), ValueError, r"slow_step_size must be a number in \(0, 1\], got 0"),
+    (O.AdamG, dict(grad_accum_steps=0), ValueError, r"AdamG: grad_accum_steps must be an int >= 1, got 0"),
+    (O.AdamWLRG, dict(grad_accum_steps=-2), ValueError, r"AdamWLRG: grad_accum_steps must be an int >= 1, got -2"),
+    (O.AdamG, dict(grad_accum_steps="4"), TypeError, r"grad_accum_steps must be an int >= 1, got '4' \(str\)"),
+    (O.AdamW, dict(weight_decay_rate=-0.01), ValueError, r"AdamW: weight_decay_rate must be a number >= 0, got -0\.01"),
+    (O.AdamW, dict(exclude_from_weight_decay="Norm"), TypeError,
+     r"exclude_from_weight_decay must be a list of regex patterns \(str\), got 'Norm' \(str\); for one pattern write \['Norm'\]"),
+    (O.AdamW, dict(exclude_from_weight_decay=["[CLS"]), ValueError,
+     r"exclude_from_weight_decay holds '\[CLS', which is not a valid regex"),
+    (O.LAMB, dict(exclude_from_layer_adaptation=[3]), TypeError,
+     r"LAMB: exclude_from_layer_adaptation must be a list of regex patterns \(str\), got 3 \(int\)"),
+    (LazyAdam, dict(include_in_lazy_optimization="Embedding"), TypeError,
+     r"include_in_lazy_optimization must be a list of regex patterns .*write \['Embedding'\]"),
+    (O.AdamEMA, dict(ema_momentum=1.0), ValueError, r"AdamEMA: ema_momentum must be a number in \[0, 1\), got 1\.0"),
+    (O.AdamEMA, dict(ema_momentum="0.9"), TypeError, r"ema_momentum must be a number in \[0, 1\), got '0\.9' \(str\)"),
+    (ParamwiseAdam, dict(paramwise_lr_schedule={0: 0.1}), TypeError,
+     r"paramwise_lr_schedule keys must be substrings of variable paths \(str\), got 0 \(int\)"),
+    (ParamwiseAdam, dict(paramwise_lr_schedule={"Embedding-": -1}), ValueError,
+     r"paramwise_lr_schedule\['Embedding-'\] must be a number >= 0, got -1"),
+    (O.Adam, dict(beta_1=1.0), ValueError, r"Adam: beta_1 must be a number in \[0, 1\), got 1\.0"),
+    (O.Adam, dict(epsilon=-1e-6), ValueError, r"Adam: epsilon must be a number >= 0, got -1e-06"),
+    (O.AdaFactor, dict(clipping_threshold=0), ValueError, r"AdaFactor: clipping_threshold must be a number > 0 or None, got 0"),
+    (O.AdaFactor, dict(min_dim_size_to_factor=128.0), TypeError, r"min_dim_size_to_factor must be an int >= 0, got 128\.0"),
+    (O.AdaFactor, dict(exclude_from_parameter_scale="bias"), TypeError, r"exclude_from_parameter_scale must be a list"),
+    (lambda **kw: O.PiecewiseLinearSchedule(1e-3, **kw), dict(schedule={}), ValueError,
+     r"PiecewiseLinearSchedule: schedule must have at least one \{step: multiplier\} point, got \{\}"),
+    (lambda **kw: O.piecewise_linear(5, **kw), dict(schedule={"x": 1}), TypeError,
+     r"piecewise_linear: schedule steps must be ints >= 0 \(optimizer iterations\), got 'x'"),
+    (lambda **kw: O.extend_with_weight_decay(O.Adam, **kw), dict(name=3), TypeError,
+     r"extend_with_weight_decay: name must be a str or None, got 3 \(int\)"),
+], ids=["lr-int", "lr-flat-list", "lr-word-step", "lr-negative-step", "lr-duplicate-step", "lr-negative-value",
+        "lr-str-value", "lookahead-zero", "lookahead-float", "lookahead-alpha-zero", "accum-zero", "accum-negative",
+        "accum-str", "decay-negative", "decay-str-pattern", "decay-bad-regex", "lamb-int-pattern", "lazy-str-pattern",
+        "ema-one", "ema-str", "paramwise-int-key", "paramwise-negative", "adam-beta-one", "adam-negative-eps",
+        "adafactor-zero-clip", "adafactor-float-dim", "adafactor-str-pattern", "schedule-empty",
+        "piecewise-word-step", "extend-int-name"])
+def test_optimizer_bad_arguments(make, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        make(**kwargs)
+
+
+def test_lr_schedule_forms_that_mean_the_same_dict():
+    # bert4keras 0.11.5 took a dict; a list of pairs and an unsorted dict are the same schedule,
+    # and a saved model's JSON config holds the steps as strings.
+    expected = {1000: 1.0, 2000: 0.1}
+    for schedule in ([(1000, 1), (2000, 0.1)], [(2000, 0.1), (1000, 1)], {2000: 0.1, 1000: 1}, {"1000": 1, "2000": 0.1}):
+        assert O.AdamLR(lr_schedule=schedule).get_config()["lr_schedule"] == expected
+    assert O.AdamLR(lr_schedule=None).lr_schedule == O.AdamLR(lr_schedule={}).lr_schedule == {0: 1.0}
+    assert ParamwiseAdam(paramwise_lr_schedule=[("Embedding-", 0.1)]).paramwise_lr_schedule == {"Embedding-": 0.1}
+
+
+# --- DataGenerator arguments (issue #15) ---------------------------------------------------------
+
+from bert4keras.snippets import AutoRegressiveDecoder, DataGenerator  # noqa: E402
+
+
+@pytest.mark.parametrize("args, kwargs, error, match", [
+    (([1, 2, 3],), dict(batch_size=0), ValueError, r"DataGenerator: batch_size must be an int >= 1, got 0"),
+    (([1, 2, 3],), dict(batch_size=-4), ValueError, r"batch_size must be an int >= 1, got -4"),
+    (([1, 2, 3],), dict(batch_size=2.0), TypeError, r"batch_size must be an int >= 1, got 2\.0 \(float\)"),
+    (([1, 2, 3],), dict(batch_size=None), TypeError, r"batch_size must be an int >= 1, got None \(NoneType\)"),
+    (([1, 2, 3],), dict(buffer_size=-1), ValueError, r"buffer_size must be an int >= 0 or None, got -1"),
+    ((None,), {}, TypeError, r"DataGenerator: data must be a list or an iterable of samples, got None"),
+], ids=["batch-zero", "batch-negative", "batch-float", "batch-none", "buffer-negative", "data-none"])
+def test_data_generator_bad_arguments(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        DataGenerator(*args, **kwargs)
+
+
+def test_data_generator_to_pydataset_bad_arguments():
+    generator = DataGenerator([1, 2, 3], batch_size=2)
+    with pytest.raises(ValueError, match=r"DataGenerator\.to_pydataset: max_queue_size must be an int >= 1, got 0"):
+        generator.to_pydataset(max_queue_size=0)
+    with pytest.raises(TypeError, match=r"DataGenerator\.to_pydataset: workers must be an int >= 0, got 1\.5"):
+        generator.to_pydataset(workers=1.5)
+
+
+# --- ragged sequence_padding (issue #15) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, kwargs, error, match", [
+    (([[[1, 2], [3]], [[4]]],), {}, ValueError,
+     r"inputs\[0\]\[1\] has shape \(1,\), inputs\[0\]\[0\] has \(2,\): inputs\[0\] is ragged below the first "
+     r"seq_dims=1 dimension\(s\)"),
+    (([[[4]], [[[1, 2], [3]]]],), dict(seq_dims=2), ValueError,
+     r"inputs\[1\]\[0\]\[1\] has shape \(1,\), inputs\[1\]\[0\]\[0\] has \(2,\): inputs\[1\]\[0\] is ragged below "
+     r"the first seq_dims=2"),
+    (([[[1, 2], 5]],), dict(seq_dims=2), ValueError,
+     r"inputs\[0\]\[1\] has shape \(\): fewer than the 1 dimension\(s\) left to pad at that depth \(seq_dims=2\)"),
+    (([[1, 2]],), dict(seq_dims=0), ValueError, r"sequence_padding: seq_dims must be an int >= 1, got 0"),
+    (([[1, 2]],), dict(seq_dims=2.0), TypeError, r"sequence_padding: seq_dims must be an int >= 1, got 2\.0 \(float\)"),
+    (([[1, 2]],), dict(length=2.5), TypeError, r"length must be a non-negative int or 1 of them, got \[2\.5\]"),
+], ids=["ragged-beyond-seq-dims", "ragged-beyond-seq-dims-2", "too-shallow-element", "zero-seq-dims",
+        "float-seq-dims", "float-length"])
+def test_sequence_padding_ragged_and_argument_errors(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        sequence_padding(*args, **kwargs)
+
+
+def test_sequence_padding_pads_ragged_inner_lists():
+    out = sequence_padding([[[1, 2], [3]], [[4]]], seq_dims=2)
+    assert out.shape == (2, 2, 2) and out.dtype == np.int64
+    np.testing.assert_array_equal(out, [[[1, 2], [3, 0]], [[4, 0], [0, 0]]])
+    # the same as padding the equivalent rectangular arrays; 'pre' and cutting apply to every level
+    np.testing.assert_array_equal(
+        sequence_padding([[[1, 2], [3]], [[4]]], seq_dims=2, mode="pre"), [[[1, 2], [0, 3]], [[0, 0], [0, 4]]]
+    )
+    np.testing.assert_array_equal(
+        sequence_padding([[[1, 2, 7], [3]], np.array([[4]], "int32")], length=[3, 2], value=-1, seq_dims=2),
+        [[[1, 2], [3, -1], [-1, -1]], [[4, -1], [-1, -1], [-1, -1]]],
+    )
+    # trailing (unpadded) dimensions stay as they are
+    out = sequence_padding([[[[1, 1]], [[2, 2], [3, 3]]]], seq_dims=2)
+    np.testing.assert_array_equal(out, [[[[1, 1], [0, 0]], [[2, 2], [3, 3]]]])
+
+
+# --- AutoRegressiveDecoder arguments (issue #15) -------------------------------------------------
+
+
+class _UniformDecoder(AutoRegressiveDecoder):
+    """Uniform next-token logits over 5 tokens; the inputs are only checked to be non-empty."""
+
+    @AutoRegressiveDecoder.wraps(default_rtype="logits")
+    def predict(self, inputs, output_ids, states):
+        return np.zeros((len(output_ids), 5))
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(maxlen=-1), ValueError, r"_UniformDecoder: maxlen must be an int >= 0, got -1"),
+    (dict(maxlen=2.5), TypeError, r"maxlen must be an int >= 0, got 2\.5 \(float\)"),
+    (dict(maxlen=None), TypeError, r"maxlen must be an int >= 0, got None"),
+    (dict(start_id=-1), ValueError, r"start_id must be an int >= 0 or None, got -1"),
+    (dict(end_id="[SEP]"), TypeError, r"end_id must be an int >= 0 or None, got '\[SEP\]' \(str\)"),
+    (dict(minlen=-1), ValueError, r"minlen must be an int >= 0 or None, got -1"),
+], ids=["negative-maxlen", "float-maxlen", "none-maxlen", "negative-start", "str-end", "negative-minlen"])
+def test_decoder_constructor_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        _UniformDecoder(**{**dict(start_id=1, end_id=0, maxlen=4), **kwargs})
+
+
+@pytest.mark.parametrize("method, kwargs, error, match", [
+    ("beam_search", dict(topk=0), ValueError, r"_UniformDecoder\.beam_search: topk must be an int >= 1, got 0"),
+    ("beam_search", dict(topk=None), TypeError, r"beam_search: topk must be an int >= 1, got None"),
+    ("beam_search", dict(topk=2, temperature=0), ValueError,
+     r"beam_search: temperature must be a number > 0, got 0 \(for the most probable token use greedy\(\)"),
+    ("beam_search", dict(topk=2, min_ends=0), ValueError, r"beam_search: min_ends must be an int >= 1, got 0"),
+    ("random_sample", dict(n=0), ValueError, r"random_sample: n must be an int >= 1, got 0"),
+    ("random_sample", dict(n=3, topk=0), ValueError, r"random_sample: topk must be an int >= 1 or None, got 0"),
+    ("random_sample", dict(n=3, topp=0), ValueError, r"random_sample: topp must be a number in \(0, 1\] or None, got 0"),
+    ("random_sample", dict(n=3, topp=1.5), ValueError, r"topp must be a number in \(0, 1\] or None, got 1\.5"),
+    ("random_sample", dict(n=3, temperature=0), ValueError, r"random_sample: temperature must be a number > 0, got 0"),
+    ("random_sample", dict(n=3, temperature=float("nan")), ValueError, r"temperature must be a number > 0, got nan"),
+    ("random_sample", dict(n=3, min_ends=-1), ValueError, r"random_sample: min_ends must be an int >= 1, got -1"),
+    ("greedy", dict(min_ends=0), ValueError, r"_UniformDecoder\.greedy: min_ends must be an int >= 1, got 0"),
+], ids=["beam-topk-zero", "beam-topk-none", "beam-temperature-zero", "beam-min-ends-zero", "sample-n-zero",
+        "sample-topk-zero", "sample-topp-zero", "sample-topp-above-1", "sample-temperature-zero",
+        "sample-temperature-nan", "sample-min-ends-negative", "greedy-min-ends-zero"])
+def test_decoder_search_bad_arguments(method, kwargs, error, match):
+    decoder = _UniformDecoder(start_id=1, end_id=0, maxlen=4)
+    with pytest.raises(error, match=match):
+        getattr(decoder, method)([[2, 3]], **kwargs)
+
+
+@pytest.mark.parametrize("method, kwargs", [("beam_search", dict(topk=2)), ("greedy", {}), ("random_sample", dict(n=2))])
+def test_decoder_empty_inputs_without_start_id(method, kwargs):
+    decoder = _UniformDecoder(start_id=None, end_id=0, maxlen=4)
+    for inputs in ([[]], [], [np.array([], "int32"), np.array([], "int32")]):
+        with pytest.raises(ValueError, match=rf"{method}: the inputs are empty .* and start_id=None, so the first "
+                                             r"step would predict from no token at all"):
+            getattr(decoder, method)(inputs, **kwargs)
+    with pytest.raises(TypeError, match=rf"{method}: inputs must be a list of arrays, .*got NoneType"):
+        getattr(decoder, method)(None, **kwargs)
+    # with a start token the first step has one token to read
+    assert len(_UniformDecoder(start_id=1, end_id=0, maxlen=2).greedy([[]])) >= 2
+
+
+def test_decoder_predict_temperature_and_maxlen_zero():
+    decoder = _UniformDecoder(start_id=1, end_id=0, maxlen=0)
+    with pytest.raises(ValueError, match=r"_UniformDecoder\.predict: temperature must be a number > 0, got 0"):
+        decoder.predict([np.array([[2]])], np.array([[1]]), None, 0, "probas")
+    # maxlen=0 decodes nothing: n copies of the start for random_sample (it used to return one)
+    assert [s.tolist() for s in decoder.random_sample([[2]], n=3)] == [[1], [1], [1]]
+    assert decoder.beam_search([[2]], topk=2).tolist() == [1] and decoder.greedy([[2]]).tolist() == [1]
+    assert [s.tolist() for s in _UniformDecoder(None, 0, 0).random_sample([[2]], n=2)] == [[], []]
+    # topk=None means no top-k, as in bert4keras 0.11.5
+    np.random.seed(0)
+    assert len(_UniformDecoder(1, 0, 3).random_sample([[2]], n=4, topk=None, topp=None)) == 4
+
+
+# --- configs: encoding, family, sizes (issue #15) ------------------------------------------------
+
+
+def test_config_with_utf8_bom_loads(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(HF_CONFIG).encode())  # as Windows Notepad saves
+    with_bom = build_transformer_model(str(path))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert with_bom.count_params() == build_transformer_model(write_config(plain)).count_params()
+
+
+T5_HF_CONFIG = dict(model_type="t5", vocab_size=50, d_model=16, d_kv=8, d_ff=32, num_heads=2, num_layers=2,
+                    feed_forward_proj="gated-gelu")
+GPT2_HF_CONFIG = dict(vocab_size=50, n_embd=16, n_head=2, n_layer=2, n_positions=32)
+
+
+@pytest.mark.parametrize("config, model, match", [
+    (T5_HF_CONFIG, "bert", r"'.*config\.json' looks like a T5 config \(model_type='t5'\), but model='bert' "
+                           r"builds a BERT-style model\. Pass model='t5\.1\.0', 't5\.1\.1' or 'mt5\.1\.1'"),
+    ({k: v for k, v in T5_HF_CONFIG.items() if k != "model_type"}, "roberta",
+     r"looks like a T5 config \(key\(s\) 'd_model', 'd_ff', 'd_kv', 'num_heads', .*model='roberta' builds a BERT"),
+    ({k: v for k, v in HF_CONFIG.items() if k != "model_type"}, "t5.1.1",
+     r"looks like a BERT-style config \(key\(s\) 'type_vocab_size'\), but model='t5\.1\.1' builds a T5 model"),
+    (HF_CONFIG, "mt5.1.1_encoder", r"BERT-style config \(model_type='bert'\), but model='mt5\.1\.1_encoder'"),
+    (GPT2_HF_CONFIG, "bert", r"looks like a GPT-2 config \(key\(s\) 'n_embd', 'n_head', 'n_layer'\), but "
+                             r"model='bert' builds a BERT-style model\. Pass model='gpt2'"),
+    (HF_CONFIG, "gpt2", r"BERT-style config \(model_type='bert'\), but model='gpt2' builds a GPT-2 model"),
+], ids=["hf-t5-as-bert", "t5-keys-as-roberta", "google-bert-as-t5", "hf-bert-as-mt5", "gpt2-as-bert",
+        "hf-bert-as-gpt2"])
+def test_config_of_another_family(tmp_path, config, model, match):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=match):
+        build_transformer_model(str(path), model=model)
+
+
+def test_config_of_the_right_family_still_loads(tmp_path):
+    # BERT-style configs serve bert4keras's converted GPT-2 (CPM-LM) and GPT2-ML: only T5 refuses them.
+    bert_style = {k: v for k, v in HF_CONFIG.items() if k != "model_type"}
+    for config, model in [(T5_HF_CONFIG, "t5.1.1"), (GPT2_HF_CONFIG, "gpt2"), (bert_style, "gpt2"),
+                          (bert_style, "gpt2_ml"), (HF_CONFIG, "roberta")]:
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps(config))
+        build_transformer_model(str(path), model=model)
+
+
+@pytest.mark.parametrize("in_file, changes, match", [
+    (False, dict(hidden_size=10**9), r"The sizes in the keyword arguments would need ~[\d.]+ EB of float32 "
+                                     r"parameters .*hidden_size=1000000000 \(keyword argument\)"),
+    (True, dict(vocab_size=10**11), r"The sizes in config '.*config\.json' would need ~6\.4 TB of float32 "
+                                    r"parameters .*Embedding-Token, vocab_size=100000000000 x embedding_size=16\)"),
+    (True, dict(max_position_embeddings=10**12), r"~64\.0 TB of float32 .*max_position=1000000000000"),
+], ids=["hidden-keyword", "vocab-in-file", "positions-in-file"])
+def test_absurd_sizes_fail_before_allocation(tmp_path, tiny_kwargs, in_file, changes, match):
+    # Raised before any layer exists: JAX would abort the whole process on such an allocation.
+    match += r".*more than this machine's [\d.]+ [KMGTP]B of memory"
+    with pytest.raises(ValueError, match=match):
+        if in_file:
+            build_transformer_model(write_config(tmp_path, **changes))
+        else:
+            build_transformer_model(**{**tiny_kwargs, **changes})
+
+
+# --- checkpoints: non-finite weights, saving into a directory (issue #15) ------------------------
+
+
+def _poisoned_checkpoint(tmp_path, tiny_bert_dirs, source):
+    """A copy of the tiny BERT in `source` format with 3 NaN and 1 Inf in one variable's values."""
+    import torch
+    from safetensors.numpy import load_file, save_file
+
+    state = load_file(os.path.join(tiny_bert_dirs[0], "model.safetensors"))
+    key = "encoder.layer.1.intermediate.dense.weight"
+    state[key][0, :3] = np.nan
+    state[key][1, 0] = np.inf
+    if source == "safetensors":
+        save_file(state, str(tmp_path / "model.safetensors"))
+        return str(tmp_path / "model.safetensors"), key, {}
+    if source == "pickle":
+        torch.save({k: torch.from_numpy(v) for k, v in state.items()}, str(tmp_path / "pytorch_model.bin"))
+        return str(tmp_path / "pytorch_model.bin"), key, dict(allow_pickle=True)
+    builder = build_transformer_model(tiny_bert_dirs[0], tiny_bert_dirs[0], return_keras_model=False)
+    save_file(state, str(tmp_path / "model.safetensors"))
+    with pytest.warns(UserWarning, match="non-finite"):
+        builder.load_weights_from_checkpoint(str(tmp_path / "model.safetensors"), allow_nonfinite=True)
+    prefix = builder.save_weights_as_checkpoint(str(tmp_path / "bert_model.ckpt"))
+    return prefix, "bert/encoder/layer_1/intermediate/dense/kernel", {}
+
+
+@pytest.mark.parametrize("source", ["tf1", "safetensors", "pickle"])
+def test_nonfinite_checkpoint_refused(tmp_path, tiny_bert_dirs, source):
+    path, variable, kwargs = _poisoned_checkpoint(tmp_path, tiny_bert_dirs, source)
+    config = os.path.join(tiny_bert_dirs[0], "config.json")
+    with pytest.raises(ValueError, match=rf"Variable '{variable}' in checkpoint '.*' \(for weight "
+                                         r"'Transformer-1-FeedForward/.*'\) has 4 non-finite value\(s\) \(NaN or Inf\) "
+                                         r"out of 512: every output .* allow_nonfinite=True"):
+        build_transformer_model(config, path, **kwargs)
+    with pytest.warns(UserWarning, match=rf"Loaded 1 variable\(s\) with non-finite values .*'{variable}'"):
+        builder = build_transformer_model(config, path, allow_nonfinite=True, return_keras_model=False, **kwargs)
+    kernel = keras.ops.convert_to_numpy(builder.layers["Transformer-1-FeedForward"].weights[0])
+    assert np.isnan(kernel).sum() == 3 and np.isinf(kernel).sum() == 1
+
+
+@pytest.mark.parametrize("form", ["trailing-slash", "existing-directory"])
+def test_save_checkpoint_into_a_directory(tmp_path, tiny_bert_dirs, form):
+    from bert4keras.checkpoints import CheckpointReader
+
+    builder = build_transformer_model(tiny_bert_dirs[0], tiny_bert_dirs[0], return_keras_model=False)
+    out = tmp_path / "out_dir"
+    if form == "existing-directory":
+        out.mkdir()
+    written = builder.save_weights_as_checkpoint(str(out) + ("/" if form == "trailing-slash" else ""))
+    assert written == str(out / "model.ckpt")
+    assert sorted(os.listdir(tmp_path)) == ["out_dir"], "nothing written beside the directory"
+    assert {"checkpoint", "model.ckpt.index"} <= set(os.listdir(out))
+    reloaded = build_transformer_model(tiny_bert_dirs[0], str(out), return_keras_model=False)
+    for a, b in zip(builder.model.weights, reloaded.model.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    # a later save under another prefix in that directory moves the state file along
+    builder.save_weights_as_checkpoint(str(out / "bert_model.ckpt"))
+    assert CheckpointReader(str(out)).path.endswith("bert_model.ckpt")
+
+
+# --- vocabularies and text (issue #15) -----------------------------------------------------------
+
+
+def test_vocab_file_with_utf8_bom(tmp_path):
+    path = tmp_path / "vocab.txt"
+    path.write_bytes("\ufeff[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\n".encode("utf-8"))
+    tokenizer = Tokenizer(str(path))
+    assert tokenizer._token_pad_id == 0 and "\ufeff[PAD]" not in tokenizer._token_dict
+    assert tokenizer.encode("hello") == ([2, 4, 3], [0, 0, 0])
+
+
+@pytest.mark.parametrize("lines, match", [
+    (["[PAD]", "[UNK]", "hello", "world", "hello", "x"], r"vocabulary file '.*vocab\.txt' has token 'hello' on line 3 "
+                                                         r"and again on line 5: a token's id is its line number"),
+    (["[PAD]", "", "[UNK]", " \t"], r"has token '' \(a blank or whitespace-only line\) on line 2 and again on line 4"),
+], ids=["word", "blank-lines"])
+def test_vocab_file_with_duplicate_token(tmp_path, lines, match):
+    path = tmp_path / "vocab.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=match):
+        Tokenizer(str(path))
+
+
+@pytest.mark.parametrize("token_dict, match", [
+    ({"a": 0, "b": 2}, r"save_vocab\('.*vocab\.txt'\): no token has id 1; .* must be 0\.\.1, each once"),
+    ({"a": 0, "b": 0, "c": 1}, r"tokens 'a' and 'b' both have id 0"),
+    ({"a": 0, "new york": 1}, r"token 'new york' \(id 1\) would not read back as itself"),
+    ({"a": 0, "b\nc": 1}, r"token 'b\\nc' \(id 1\) would not read back"),
+], ids=["gap", "shared-id", "space", "newline"])
+def test_save_vocab_refuses_a_dict_that_would_not_read_back(tmp_path, token_dict, match):
+    from bert4keras.tokenizers import load_vocab, save_vocab
+
+    path = tmp_path / "vocab.txt"
+    with pytest.raises(ValueError, match=match):
+        save_vocab(str(path), token_dict)
+    assert not path.exists()
+    save_vocab(str(path), {"[PAD]": 0, "": 1, "b": 2})
+    assert load_vocab(str(path)) == {"[PAD]": 0, "": 1, "b": 2}
+
+
+def test_vocab_file_not_in_the_given_encoding(tmp_path):
+    from bert4keras.tokenizers import load_vocab
+
+    path = tmp_path / "vocab.txt"
+    path.write_bytes("[PAD]\n[UNK]\ncafé\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"vocabulary file '.*vocab\.txt' cannot be decoded with encoding='utf-8': "
+                                         r"byte 0xe9 at offset 15 \(line 3\): invalid continuation byte\. Pass the "
+                                         r"file's encoding"):
+        Tokenizer(str(path))
+    assert load_vocab(str(path), encoding="latin-1")["café"] == 2
+
+
+@pytest.fixture(scope="module")
+def sp_tokenizer():
+    return SpTokenizer(data_path("spm", "sp_test_model.model"))
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "sentencepiece"])
+def test_text_with_a_surrogate_code_point(tokenizer, sp_tokenizer, kind):
+    tok = tokenizer if kind == "wordpiece" else sp_tokenizer
+    bad = "hello \ud83d world"  # half of an emoji, as json.loads returns for a cut '\ud83d\ude00'
+    for call, name in [(lambda: tok.encode(bad), "first_text"), (lambda: tok.encode("a", bad), "second_text"),
+                       (lambda: tok.tokenize(bad), "text"), (lambda: tok.encode_batch(["a", bad]), r"first_texts\[1\]")]:
+        with pytest.raises(ValueError, match=rf"{name} has a surrogate code point '\\ud83d' at index 6 .*"
+                                             r"text\.encode\('utf-16', 'surrogatepass'\)"):
+            call()
+    repaired = bad.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    tok.encode(repaired)
+    tok.encode("hello \U0001F600 world")  # a whole emoji is fine
+
+
+@pytest.mark.parametrize("maxlen, match", [
+    ("128", r"maxlen must be an int or None, got '128' \(str\)"),
+    (12.5, r"maxlen must be an int or None, got 12\.5 \(float\)$"),
+    (64.0, r"maxlen must be an int or None, got 64\.0 \(float\): pass int\(maxlen\)"),
+    (True, r"maxlen must be an int or None, got True \(bool\)"),
+], ids=["str", "float", "integral-float", "bool"])
+@pytest.mark.parametrize("kind", ["wordpiece", "sentencepiece"])
+def test_maxlen_of_a_wrong_type(tokenizer, sp_tokenizer, kind, maxlen, match):
+    tok = tokenizer if kind == "wordpiece" else sp_tokenizer
+    for call in (lambda: tok.encode("hello world", maxlen=maxlen), lambda: tok.encode("a", "b", maxlen=maxlen),
+                 lambda: tok.tokenize("hello", maxlen=maxlen), lambda: tok.encode_batch(["hello"], maxlen=maxlen)):
+        with pytest.raises(TypeError, match=match):
+            call()
+    assert tok.encode("hello world", maxlen=np.int64(3))[0] == tok.encode("hello world", maxlen=3)[0]
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "sentencepiece"])
+def test_decode_bad_ids(tokenizer, sp_tokenizer, kind):
+    tok = tokenizer if kind == "wordpiece" else sp_tokenizer
+    with pytest.raises(TypeError, match=r"ids must be a list of int token ids, got str"):
+        tok.decode("7592")
+    with pytest.raises(TypeError, match=r"ids\[1\] must be an int token id, got 2\.0 \(float\)"):
+        tok.decode([5, 2.0])
+    with pytest.raises(TypeError, match=r"ids must be a 1-D sequence of int token ids, got an array of shape \(1, 2\)"):
+        tok.decode(np.array([[5, 6]]))
+    with pytest.raises(ValueError, match=r"ids\[1\] = -1 (is not an id of the vocabulary|is negative)"):
+        tok.decode([5, -1])
+    if kind == "wordpiece":
+        with pytest.raises(ValueError, match=r"ids\[0\] = 30522 is not an id of the vocabulary "
+                                             r"'.*bert_base_uncased_vocab\.txt' \(30522 tokens, ids 0\.\.30521\)"):
+            tok.decode([30522])
+    assert tok.decode(np.array([7592, 2088])) == tok.decode([7592, 2088])
+
+
+@pytest.mark.parametrize("flag", ["allow_pickle", "allow_nonfinite"])
+def test_checkpoint_flags_without_a_checkpoint(tiny_kwargs, flag):
+    """A keyword the user typed that nothing uses is an error."""
+    with pytest.raises(TypeError, match=r"without checkpoint_path nothing uses them"):
+        build_transformer_model(**tiny_kwargs, **{flag: True})

@@ -9,12 +9,14 @@ import json
 import math
 import os
 import re
+import warnings
 
 import keras
 import numpy as np
 import pytest
 
 import official_names
+from bert4keras.checkpoints import as_var
 from bert4keras.models import build_transformer_model
 from conftest import data_path, write_google_checkpoint
 
@@ -680,6 +682,125 @@ def test_save_weights_as_checkpoint_round_trip(zoo, name, tmp_path):
     reloaded = build_transformer_model(case.official_config, prefix, model=case.model, **case.kwargs)
     for a, b in zip(run(reloaded, case.inputs), before):
         np.testing.assert_array_equal(a, b)
+
+
+# The released Mesh-TF names of a T5 v1.1 / mT5 with 2 encoder and 2 decoder blocks, written out
+# from Google's checkpoints (t5.1.1: text-to-text-transfer-transformer; mT5: multilingual-t5).
+T5_V11_NAMES = [
+    "shared/embedding",
+    "encoder/block_000/layer_000/SelfAttention/q",
+    "encoder/block_000/layer_000/SelfAttention/k",
+    "encoder/block_000/layer_000/SelfAttention/v",
+    "encoder/block_000/layer_000/SelfAttention/o",
+    "encoder/block_000/layer_000/SelfAttention/relative_attention_bias",
+    "encoder/block_000/layer_001/DenseReluDense/wi_0/kernel",
+    "encoder/block_000/layer_001/DenseReluDense/wi_1/kernel",
+    "encoder/block_000/layer_001/DenseReluDense/wo/kernel",
+    "encoder/block_001/layer_000/SelfAttention/q",
+    "encoder/block_001/layer_000/SelfAttention/k",
+    "encoder/block_001/layer_000/SelfAttention/v",
+    "encoder/block_001/layer_000/SelfAttention/o",
+    "encoder/block_001/layer_001/DenseReluDense/wi_0/kernel",
+    "encoder/block_001/layer_001/DenseReluDense/wi_1/kernel",
+    "encoder/block_001/layer_001/DenseReluDense/wo/kernel",
+    "decoder/block_000/layer_000/SelfAttention/q",
+    "decoder/block_000/layer_000/SelfAttention/k",
+    "decoder/block_000/layer_000/SelfAttention/v",
+    "decoder/block_000/layer_000/SelfAttention/o",
+    "decoder/block_000/layer_000/SelfAttention/relative_attention_bias",
+    "decoder/block_000/layer_001/EncDecAttention/q",
+    "decoder/block_000/layer_001/EncDecAttention/k",
+    "decoder/block_000/layer_001/EncDecAttention/v",
+    "decoder/block_000/layer_001/EncDecAttention/o",
+    "decoder/block_000/layer_002/DenseReluDense/wi_0/kernel",
+    "decoder/block_000/layer_002/DenseReluDense/wi_1/kernel",
+    "decoder/block_000/layer_002/DenseReluDense/wo/kernel",
+    "decoder/block_001/layer_000/SelfAttention/q",
+    "decoder/block_001/layer_000/SelfAttention/k",
+    "decoder/block_001/layer_000/SelfAttention/v",
+    "decoder/block_001/layer_000/SelfAttention/o",
+    "decoder/block_001/layer_001/EncDecAttention/q",
+    "decoder/block_001/layer_001/EncDecAttention/k",
+    "decoder/block_001/layer_001/EncDecAttention/v",
+    "decoder/block_001/layer_001/EncDecAttention/o",
+    "decoder/block_001/layer_002/DenseReluDense/wi_0/kernel",
+    "decoder/block_001/layer_002/DenseReluDense/wi_1/kernel",
+    "decoder/block_001/layer_002/DenseReluDense/wo/kernel",
+    "decoder/logits/kernel",
+]
+T5_V11_NORM_NAMES = {
+    "t5.1.1": [
+        "encoder/block_000/layer_000/layer_norm/scale",
+        "encoder/block_000/layer_001/layer_norm/scale",
+        "encoder/block_001/layer_000/layer_norm/scale",
+        "encoder/block_001/layer_001/layer_norm/scale",
+        "encoder/final_layer_norm/scale",
+        "decoder/block_000/layer_000/layer_norm/scale",
+        "decoder/block_000/layer_001/layer_norm/scale",
+        "decoder/block_000/layer_002/layer_norm/scale",
+        "decoder/block_001/layer_000/layer_norm/scale",
+        "decoder/block_001/layer_001/layer_norm/scale",
+        "decoder/block_001/layer_002/layer_norm/scale",
+        "decoder/final_layer_norm/scale",
+    ],
+    "mt5.1.1": [
+        "encoder/block_000/layer_000/rms_norm/scale",
+        "encoder/block_000/layer_001/rms_norm/scale",
+        "encoder/block_001/layer_000/rms_norm/scale",
+        "encoder/block_001/layer_001/rms_norm/scale",
+        "encoder/rms_norm/scale",
+        "decoder/block_000/layer_000/rms_norm/scale",
+        "decoder/block_000/layer_001/rms_norm/scale",
+        "decoder/block_000/layer_002/rms_norm/scale",
+        "decoder/block_001/layer_000/rms_norm/scale",
+        "decoder/block_001/layer_001/rms_norm/scale",
+        "decoder/block_001/layer_002/rms_norm/scale",
+        "decoder/rms_norm/scale",
+    ],
+}
+
+
+@pytest.mark.parametrize("version", list(T5_V11_NORM_NAMES))
+def test_t5_variable_mapping_gives_the_released_names(version):
+    builder = build_transformer_model(None, None, model=version, return_keras_model=False, vocab_size=50,
+                                      hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                      intermediate_size=24, hidden_act=["gelu_new", "linear"])
+    names = [as_var(spec).name for specs in builder.variable_mapping().values() for spec in specs]
+    assert sorted(names) == sorted(T5_V11_NAMES + T5_V11_NORM_NAMES[version])
+
+
+@pytest.mark.parametrize("version, norms", [("t5.1.1", "layer_norm"), ("t5.1.1", "rms_norm"),
+                                            ("mt5.1.1", "rms_norm"), ("mt5.1.1", "layer_norm")])
+def test_t5_checkpoint_with_the_other_norm_names_loads_with_one_warning(zoo, version, norms, tmp_path):
+    """t5.1.1 and mt5.1.1 checkpoints differ only in their norm names. Named the other
+    version's way, one loads anyway, with one warning naming both conventions, to the same
+    outputs, and saves back under its own version's names; named its own way, without warning."""
+    import tensorflow as tf
+    from safetensors.numpy import load_file
+
+    case = zoo(version)
+    mixed_up = norms != official_names.T5_VERSION_NORMS[version]
+    variables = official_names.t5_mesh_tf(load_file(os.path.join(case.hf_dir, "model.safetensors")), version,
+                                          norms=norms)
+    assert (set(variables) != set(case.official)) == mixed_up
+    prefix = write_official(tmp_path, variables, optimizer="adafactor")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        builder = build_transformer_model(case.official_config, prefix, model=version, return_keras_model=False,
+                                          **case.kwargs)
+    messages = [str(w.message) for w in caught]
+    if mixed_up:
+        assert len(messages) == 1, messages
+        assert "'layer_norm', 'final_layer_norm'" in messages[0] and "'rms_norm'" in messages[0], messages[0]
+    else:
+        assert messages == []
+    outputs = run(builder.model, case.inputs)
+    case.check(outputs)
+    for got, want in zip(outputs, zoo.load(version, "official")[1]):
+        np.testing.assert_array_equal(got, want)
+    saved = str(tmp_path / "out" / "model.ckpt")
+    builder.save_weights_as_checkpoint(saved)
+    assert sorted(tf.train.load_checkpoint(saved).get_variable_to_shape_map()) == sorted(case.official)
 
 
 def test_gpt2_cpm_names_round_trip(zoo, tmp_path):
