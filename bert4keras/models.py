@@ -6,6 +6,8 @@ family with its `variable_mapping()` (official TF checkpoint names) beside its
 `build_transformer_model`. File formats live in `checkpoints.py`.
 """
 
+import difflib
+import inspect
 import json
 import os
 import warnings
@@ -1304,6 +1306,11 @@ class ELECTRA(BERT):
     applications = ("encoder",)
     mlm_activation = "gelu"
 
+    unsupported_options = {
+        "with_pool": "ELECTRA has no pooler (its checkpoints hold none)",
+        "with_nsp": "ELECTRA has no next-sentence head",
+    }
+
     def __init__(self, with_discriminator=False, **kwargs):
         kwargs.pop("with_pool", None)
         kwargs.pop("with_nsp", None)
@@ -1358,12 +1365,17 @@ class GPT(BERT):
 
     applications = ("encoder", "lm")
     default_pad_token_id = None  # causal attention never looks at trailing padding
+    unsupported_options = {
+        "with_pool": "GPT has no pooler: its output is the LM head's",
+        "with_nsp": "GPT has no next-sentence head",
+        "with_mlm": "GPT always ends in its tied LM head (set final_activation instead)",
+    }
 
     def __init__(self, final_activation="softmax", **kwargs):
         kwargs.pop("with_pool", None)
         kwargs.pop("with_mlm", None)
-        kwargs["application"] = "lm"
-        super().__init__(**kwargs)
+        super().__init__(**kwargs)  # checks `application` against `applications`
+        self.application = "lm"  # causal either way: GPT is a language model
         self.with_pool = self.with_mlm = False
         self.final_activation = final_activation
 
@@ -1404,6 +1416,10 @@ class GPT2(GPT):
 
     default_layer_norm_epsilon = 1e-5
     hf_prefixes = ("transformer.",)
+
+    unsupported_options = dict(
+        GPT.unsupported_options, segment_vocab_size="GPT2 has no segment embeddings"
+    )
 
     def __init__(self, **kwargs):
         kwargs["segment_vocab_size"] = 0
@@ -1489,6 +1505,10 @@ class GPT2_ML(GPT):
     ``x = x + MHA(x); x = LN1(x + FFN(LN0(x)))``; official ``newslm/...`` names."""
 
     default_layer_norm_epsilon = 1e-5
+
+    unsupported_options = dict(
+        GPT.unsupported_options, segment_vocab_size="GPT2_ML has no segment embeddings"
+    )
 
     def __init__(self, **kwargs):
         kwargs["segment_vocab_size"] = 0
@@ -2332,8 +2352,12 @@ def build_transformer_model(
         **kwargs: override config values and set builder options (``with_pool``, ``with_nsp``,
             ``with_mlm``, ``keep_tokens``, ``compound_tokens``, ``segment_vocab_size``,
             ``max_position``, ``hierarchical_position``, ``sequence_length``, ``dropout_rate``,
-            ``ignore_invalid_weights``, ``name``, ...).
+            ``ignore_invalid_weights``, ``name``, ...). Config-file names (``hidden_dropout_prob``,
+            ``max_position_embeddings``, ...) are read as their bert4keras names, as in 0.11.5.
     Raises:
+        TypeError: a keyword no part of the chosen family uses (``with_pol=True``; the message
+            lists close option names), or one it cannot honour (``with_pool`` on GPT, segment
+            ids on GPT-2, says why); keys of a config file may go unused.
         ValueError: unknown model/application; missing config keys or invalid values (the
             message names the key, where it came from, what was expected and the value got);
             a config of another family than ``model`` (a T5 config with ``model='bert'``,
@@ -2356,6 +2380,7 @@ def build_transformer_model(
     source = configs.get("_config_path")
     if model.startswith(("t5.", "mt5.")):
         configs["version"] = model.split("_")[0]
+    kwargs = _check_options(MODELS[model], model, kwargs)
     configs.update(kwargs)
     _validate_configs(configs, from_kwargs=set(kwargs))
     _check_parameter_memory(model, configs, source, from_kwargs=set(kwargs))
@@ -2367,6 +2392,54 @@ def build_transformer_model(
             checkpoint_path, allow_pickle=allow_pickle, allow_nonfinite=allow_nonfinite
         )
     return transformer.model if return_keras_model else transformer
+
+
+def _options(cls):
+    """The keyword arguments a builder class uses: the named parameters of ``__init__`` and
+    ``build`` along its class hierarchy."""
+    names = set()
+    for klass in cls.__mro__:
+        for method in (klass.__dict__.get("__init__"), klass.__dict__.get("build")):
+            if method is None:
+                continue
+            for parameter in inspect.signature(method).parameters.values():
+                if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+                    names.add(parameter.name)
+    names.discard("self")
+    return names
+
+
+def _check_options(cls, model, kwargs):
+    """``kwargs`` of `build_transformer_model` with config names renamed (``hidden_dropout_prob``
+    -> ``dropout_rate``, as bert4keras 0.11.5 read them), once every key is an option of ``cls``.
+
+    Keys from a config file may go unused (configs carry more than a model needs); a keyword
+    the user typed may not.
+
+    Raises:
+        TypeError: a keyword no part of ``cls`` uses (with the closest option names), one
+            ``cls`` cannot honour (``with_pool`` on GPT: says why), or one given twice under
+            two names (``max_position`` and ``max_position_embeddings``).
+    """
+    renamed = {}
+    for key, value in kwargs.items():
+        name = _CONFIG_RENAMES.get(key, key)
+        if name in renamed:
+            raise TypeError(f"build_transformer_model got {name!r} twice (as {key!r} and as {renamed[name][0]!r}).")
+        renamed[name] = (key, value)
+    known = _options(cls) | set(inspect.signature(build_transformer_model).parameters)
+    unsupported = getattr(cls, "unsupported_options", {})
+    for name, (key, value) in renamed.items():
+        if name in unsupported and value:
+            raise TypeError(f"model={model!r} cannot honour {key}={value!r}: {unsupported[name]}.")
+        if name not in known and name not in unsupported:
+            close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise TypeError(
+                f"build_transformer_model got an unexpected keyword argument {key!r}: "
+                f"no part of model={model!r} ({cls.__name__}) uses it{hint}"
+            )
+    return {name: value for name, (key, value) in renamed.items()}
 
 
 def get_layout_map(device_mesh, model_dim="model"):

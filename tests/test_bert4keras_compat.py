@@ -15,6 +15,8 @@ from bert4keras.snippets import DataGenerator, sequence_padding
 
 TINY = dict(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
             max_position=32)
+T5_TINY = dict(TINY, hidden_act=["gelu", "linear"])
+del T5_TINY["max_position"]  # T5's relative position buckets have no maximum
 TOKENS = np.array([[2, 5, 6, 3, 7, 8, 3], [2, 9, 3, 4, 3, 0, 0], [2, 11, 3, 0, 0, 0, 0]])
 SEGMENTS = np.array([[0, 0, 0, 0, 1, 1, 1], [0, 0, 0, 1, 1, 0, 0], [0, 0, 0, 0, 0, 0, 0]])
 
@@ -84,7 +86,7 @@ def test_pooled_output_has_no_mask():
 
 
 def test_t5_decoder_output_carries_its_mask():
-    t5 = build_transformer_model(None, None, model="t5.1.1", return_keras_model=False, **{**TINY, "hidden_act": ["gelu", "linear"]})
+    t5 = build_transformer_model(None, None, model="t5.1.1", return_keras_model=False, **T5_TINY)
     decoder_ids = np.array([[0, 5, 6, 1], [0, 7, 1, 0], [0, 1, 0, 0]])
     probe = keras.Model(t5.model.inputs, t5.model.outputs[0]._keras_mask)
     np.testing.assert_array_equal(probe.predict([TOKENS, decoder_ids], verbose=0), expected_mask(decoder_ids))
