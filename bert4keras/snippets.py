@@ -874,10 +874,9 @@ def _batch_stream_class():
 @functools.lru_cache(maxsize=None)
 def _fit_stream_class():
     """The class of `DataGenerator.forfit`'s streams, built once Keras is imported."""
-    from keras.src.trainers.data_adapters import data_adapter_utils
-    # Private: Keras has no public way to give a generator's tf.data signature. `fit` uses any
-    # DataAdapter it is handed as it is (keras.src.trainers.data_adapters.get_data_adapter).
-    from keras.src.trainers.data_adapters.generator_data_adapter import GeneratorDataAdapter
+    from bert4keras._keras_internals import generator_data_adapter
+
+    GeneratorDataAdapter, data_adapter_utils = generator_data_adapter()
 
     class BatchStream(GeneratorDataAdapter):
         """An endless iterator of batches that `model.fit` also takes as its data adapter.
@@ -1226,7 +1225,8 @@ class AutoRegressiveDecoder:
         Args:
             inputs: list of 1-D arrays, the inputs of one sample.
             n: int >= 1, number of sequences.
-            topk: None (no top-k) or int >= 1. topp: None (no top-p) or float in (0, 1].
+            topk: None (no top-k) or int >= 1. topp: None (no top-p) or float > 0 (values
+                >= 1 keep every token, as in bert4keras 0.11.5).
             states: initial states for `predict`.
             temperature: float > 0, passed to `predict`.
             min_ends: int >= 1, number of end tokens that finish a sequence.
@@ -1241,7 +1241,8 @@ class AutoRegressiveDecoder:
         where = '%s.random_sample' % type(self).__name__
         n = _check_int(where, 'n', n, 1)
         topk = _check_int(where, 'topk', topk, 1, allow_none=True)
-        topp = _check_number(where, 'topp', topp, 0, 1, low_open=True, allow_none=True)
+        # > 0: a topp >= 1 keeps every token, as in bert4keras 0.11.5 (whose examples pass e.g. 5)
+        topp = _check_number(where, 'topp', topp, 0, low_open=True, allow_none=True)
         temperature = _check_temperature(where, temperature)
         min_ends = _check_int(where, 'min_ends', min_ends, 1)
         inputs = self._first_inputs(where, inputs)
@@ -1445,7 +1446,9 @@ def get_layer_output(model, name, inputs, node_index=0, return_attention_scores=
 
     node_index = _check_int('get_layer_output', 'node_index', node_index, 0)
     layer = model.get_layer(name)
-    nodes = [n for n in layer._inbound_nodes if not n.is_input]
+    from bert4keras._keras_internals import inbound_nodes
+
+    nodes = [n for n in inbound_nodes(layer) if not n.is_input]
     if not 0 <= node_index < len(nodes):
         raise ValueError('layer %r has %d call(s) in the model; node_index=%d' % (name, len(nodes), node_index))
     node = nodes[node_index]
@@ -1869,6 +1872,8 @@ from bert4keras.serving import WebServing  # noqa: E402,F401  (0.11.5's import p
 def _backup_and_restore_class():
     import keras
 
+    from bert4keras import _keras_internals as internals
+
     class BackupAndRestore(keras.callbacks.BackupAndRestore):
         """`keras.callbacks.BackupAndRestore` that a script restores *before* `fit`, with the
         random-seed states of the model's layers.
@@ -1897,6 +1902,7 @@ def _backup_and_restore_class():
         def _seeds_path(self, step):
             return os.path.join(self.backup_dir, f"seeds-{step}.npz")
 
+        # a protected Keras hook (listed in bert4keras/_keras_internals.py)
         def _save_model(self):
             step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
             super()._save_model()  # on JAX this also syncs the variables from the training state
@@ -1924,7 +1930,7 @@ def _backup_and_restore_class():
                 return False
             self.set_model(model)
             super().on_train_begin()
-            model._initial_epoch = None  # the script passes initial_epoch to fit itself
+            internals.forget_initial_epoch(model)  # the script passes initial_epoch to fit itself
             step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
             if not os.path.exists(self._seeds_path(step)):
                 raise FileNotFoundError(f"{self._seeds_path(step)}: the seed states of the backup at step {step}")

@@ -764,14 +764,14 @@ def test_decoder_constructor_bad_arguments(kwargs, error, match):
     ("beam_search", dict(topk=2, min_ends=0), ValueError, r"beam_search: min_ends must be an int >= 1, got 0"),
     ("random_sample", dict(n=0), ValueError, r"random_sample: n must be an int >= 1, got 0"),
     ("random_sample", dict(n=3, topk=0), ValueError, r"random_sample: topk must be an int >= 1 or None, got 0"),
-    ("random_sample", dict(n=3, topp=0), ValueError, r"random_sample: topp must be a number in \(0, 1\] or None, got 0"),
-    ("random_sample", dict(n=3, topp=1.5), ValueError, r"topp must be a number in \(0, 1\] or None, got 1\.5"),
+    ("random_sample", dict(n=3, topp=0), ValueError, r"random_sample: topp must be a number > 0 or None, got 0"),
+    ("random_sample", dict(n=3, topp=-0.5), ValueError, r"topp must be a number > 0 or None, got -0\.5"),
     ("random_sample", dict(n=3, temperature=0), ValueError, r"random_sample: temperature must be a number > 0, got 0"),
     ("random_sample", dict(n=3, temperature=float("nan")), ValueError, r"temperature must be a number > 0, got nan"),
     ("random_sample", dict(n=3, min_ends=-1), ValueError, r"random_sample: min_ends must be an int >= 1, got -1"),
     ("greedy", dict(min_ends=0), ValueError, r"_UniformDecoder\.greedy: min_ends must be an int >= 1, got 0"),
 ], ids=["beam-topk-zero", "beam-topk-none", "beam-temperature-zero", "beam-min-ends-zero", "sample-n-zero",
-        "sample-topk-zero", "sample-topp-zero", "sample-topp-above-1", "sample-temperature-zero",
+        "sample-topk-zero", "sample-topp-zero", "sample-topp-negative", "sample-temperature-zero",
         "sample-temperature-nan", "sample-min-ends-negative", "greedy-min-ends-zero"])
 def test_decoder_search_bad_arguments(method, kwargs, error, match):
     decoder = _UniformDecoder(start_id=1, end_id=0, maxlen=4)
@@ -803,6 +803,12 @@ def test_decoder_predict_temperature_and_maxlen_zero():
     # topk=None means no top-k, as in bert4keras 0.11.5
     np.random.seed(0)
     assert len(_UniformDecoder(1, 0, 3).random_sample([[2]], n=4, topk=None, topp=None)) == 4
+    # topp above 1 keeps every token, as in 0.11.5 (its task_conditional_language_model.py passes 5)
+    draws = {}
+    for topp in (1.0, 5):
+        np.random.seed(0)
+        draws[topp] = [s.tolist() for s in _UniformDecoder(1, 0, 6).random_sample([[2]], n=8, topp=topp)]
+    assert draws[5] == draws[1.0] and len({s[1] for s in draws[5] if len(s) > 1}) > 2
 
 
 # --- configs: encoding, family, sizes (issue #15) ------------------------------------------------
