@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs the example scripts in subprocesses: deselect with -m 'not slow'
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
 TINY = ["--test-size", "64", "--epochs", "1", "--maxlen", "16", "--batch-size", "16",

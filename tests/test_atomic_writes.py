@@ -68,6 +68,7 @@ def offset_of(values, base):
     return int(k)
 
 
+@pytest.mark.slow
 def test_sigkill_during_repeated_saves_leaves_old_or_new_checkpoint(tmp_path):
     prefix = str(tmp_path / "ckpt" / "model.ckpt")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")

@@ -24,6 +24,8 @@ import keras
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # starts multi-process jobs: deselect with -m 'not slow'
+
 BACKEND = keras.backend.backend()
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOLERANCE = 1e-5

@@ -654,6 +654,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_saved_model_loads_in_fresh_process(tmp_path):
     Custom = O.extend_with_lookahead(O.extend_with_exponential_moving_average(O.AdamW))
     optimizers = {

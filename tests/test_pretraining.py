@@ -16,6 +16,8 @@ import pytest
 
 from conftest import REPO, data_path, kill_after_first_backup
 
+pytestmark = pytest.mark.slow  # runs pretraining/pretraining.py in subprocesses: deselect with -m 'not slow'
+
 sys.path.insert(0, os.path.join(REPO, "pretraining"))
 BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
 tf_only = pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.data pipeline: backend-independent, run once")

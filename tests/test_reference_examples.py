@@ -29,6 +29,8 @@ import pytest
 
 from conftest import REPO, data_path
 
+pytestmark = pytest.mark.slow  # runs bert4keras 0.11.5's example scripts in subprocesses: deselect with -m 'not slow'
+
 REFERENCE = pathlib.Path(
     os.environ.get("BERT4KERAS_REFERENCE") or REPO.parent / "shared" / "reference" / "bert4keras-0.11.5-examples"
 )

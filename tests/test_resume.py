@@ -14,8 +14,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import kill_after_first_backup
+
+pytestmark = pytest.mark.slow  # runs and kills a training script in subprocesses: deselect with -m 'not slow'
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(REPO, "examples", "task_sentiment_sst2.py")
