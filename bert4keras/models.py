@@ -2354,6 +2354,24 @@ def build_transformer_model(
             ``max_position``, ``hierarchical_position``, ``sequence_length``, ``dropout_rate``,
             ``ignore_invalid_weights``, ``name``, ...). Config-file names (``hidden_dropout_prob``,
             ``max_position_embeddings``, ...) are read as their bert4keras names, as in 0.11.5.
+    Returns:
+        A `TransformerModel` (``return_keras_model=True``) or the builder. Inputs: ``token_ids``
+        int32 ``(batch_size, seq_len)``, then ``segment_ids`` of the same shape for families
+        with segment embeddings (not GPT-2, GPT2_ML, T5, or ``segment_vocab_size=0``). Outputs,
+        float32 (probabilities unless an activation such as ``with_mlm='linear'`` is given):
+
+        - ``'encoder'``: the last hidden states ``(batch_size, seq_len, hidden_size)``;
+          ``with_pool``: the pooled ``[CLS]`` vector ``(batch_size, hidden_size)`` instead;
+          ``with_nsp``: next-sentence probabilities ``(batch_size, 2)`` instead;
+          ``with_mlm``: token probabilities ``(batch_size, seq_len, vocab_size)`` instead, or
+          after the pooled/NSP output as a list ``[pooled_or_nsp, mlm]`` when both are asked;
+          ELECTRA ``with_discriminator``: ``(batch_size, seq_len, 1)``.
+        - ``'lm'`` and ``'unilm'``: token probabilities ``(batch_size, seq_len, vocab_size)``
+          (causal, resp. seq2seq attention); GPT, GPT-2 and GPT2_ML always give these.
+        - T5 (inputs ``[encoder_token_ids, decoder_token_ids]``): decoder token probabilities
+          ``(batch_size, decoder_seq_len, vocab_size)``; ``*_encoder``: the encoder states
+          ``(batch_size, seq_len, hidden_size)``; ``*_decoder`` (inputs ``[encoder_states,
+          decoder_token_ids]``): the decoder's probabilities.
     Raises:
         TypeError: a keyword no part of the chosen family uses (``with_pol=True``; the message
             lists close option names), or one it cannot honour (``with_pool`` on GPT, segment
