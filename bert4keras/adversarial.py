@@ -45,6 +45,8 @@ import contextlib
 import keras
 from keras import ops
 
+from bert4keras import _keras_internals as internals
+
 _BACKEND = keras.backend.backend()
 if _BACKEND == "tensorflow":
     import tensorflow as tf
@@ -159,7 +161,7 @@ def _call_with_embeddings(model, layer, inputs, edit, training=None):
 
     def operation_fn(operation):
         def call(*args, **kwargs):
-            if training is not None and "training" in getattr(operation, "_call_context_args", ()):
+            if training is not None and "training" in internals.call_context_args(operation):
                 kwargs["training"] = training
             outputs = operation(*args, **kwargs)
             if operation is layer and _is_embedding_call(kwargs):
@@ -169,7 +171,7 @@ def _call_with_embeddings(model, layer, inputs, edit, training=None):
 
         return call
 
-    outputs = model._run_through_graph(model._standardize_inputs(inputs), operation_fn=operation_fn)
+    outputs = internals.run_through_graph(model, inputs, operation_fn)
     if len(edited) != 1:
         raise ValueError(
             f"Layer {layer.name!r} is called on token ids {len(edited)} times in the graph of model "
@@ -252,7 +254,7 @@ class _EmbeddingTrainingModel(keras.Model):
         def train_on_batch(self, *args, **kwargs):
             # Keras' JAX fit empties the variables it trains during an epoch (the weights live in
             # its state); this model shares them when called from a callback of another's fit.
-            if any(v._value is None for v in self.trainable_variables):
+            if any(internals.variable_value(v) is None for v in self.trainable_variables):
                 raise RuntimeError(
                     f"{type(self).__name__}.train_on_batch: its weights are held by another model's "
                     "fit (on JAX, Keras keeps them out of the shared variables during an epoch). In "
@@ -498,9 +500,8 @@ def _wrap(cls, model, **kwargs):
     compile, then ``adversarial_training(model, ...)`` -- needs only ``model = ...``."""
     wrapped = cls(model.input, model.output, name=model.name, **kwargs)
     if getattr(model, "compiled", False):
-        # Private: Keras keeps the objects compile() was given here; get_compile_config() holds
-        # only their serialized form, which loses unregistered loss functions.
-        wrapped.compile(**model._compile_config.config)
+        # the objects compile() was given: get_compile_config() would lose unregistered losses
+        wrapped.compile(**internals.compile_arguments(model))
     return wrapped
 
 

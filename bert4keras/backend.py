@@ -4,9 +4,9 @@ Owns: the activation names used in checkpoint configs (``gelu`` is the erf form,
 ``gelu_pytorch_tanh`` / ``gelu_tanh`` the tanh approximation), the masking constant used in
 attention, and bert4keras 0.11.5's helpers (`search_layer`, `batch_gather`, `sequence_masking`,
 `recompute_grad`, ...). ``from bert4keras.backend import keras, K`` gives Keras and Keras 2's backend
-API, which lives in `bert4keras.keras_backend`; that module imports nothing from bert4keras, and this
-one imports only it (and re-exports its bert4keras additions `infinity`, `set_infinity`, `symbolic`,
-`reshape`, `flatten`).
+API, which lives in `bert4keras.keras_backend`; from bert4keras, that module imports only
+`bert4keras._keras_internals` (every private Keras API used), and this one only those two (and
+re-exports the bert4keras additions `infinity`, `set_infinity`, `symbolic`, `reshape`, `flatten`).
 """
 
 import functools
@@ -17,6 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from bert4keras import _keras_internals as internals
 from bert4keras import keras_backend as K
 from bert4keras.keras_backend import flatten, infinity, reshape, set_infinity, symbolic  # noqa: F401
 
@@ -372,10 +373,10 @@ def search_layer(inputs, name, exclude_from=None):
     if isinstance(inputs, keras.Operation):
         if inputs.name == name:
             return inputs
-        operations, nodes = [inputs], list(inputs._inbound_nodes)
-    elif hasattr(inputs, "_keras_history"):
-        operation, node_index, _ = inputs._keras_history
-        operations, nodes = [], [operation._inbound_nodes[node_index]]
+        operations, nodes = [inputs], list(internals.inbound_nodes(inputs))
+    elif internals.keras_history(inputs) is not None:
+        operation, node_index, _ = internals.keras_history(inputs)
+        operations, nodes = [], [internals.inbound_nodes(operation)[node_index]]
     else:
         raise ValueError(
             f"search_layer needs a layer or a symbolic KerasTensor such as model.output, got a "

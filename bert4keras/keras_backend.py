@@ -40,6 +40,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from bert4keras import _keras_internals as internals
+
 _PORTING = "see README 'Porting from bert4keras 0.11'"
 _INFINITY = {"value": 1e12}
 
@@ -127,16 +129,6 @@ def _shape_arg(shape_):
     return shape_
 
 
-def _call_context_training():
-    """The ``training`` flag of the Keras layer call being run, or None outside any call.
-
-    Keras 3 has no public API for this (Keras 2 had ``K.learning_phase()``). Layer.__call__ keeps the
-    flag, inherited by nested calls, in its call context; this is the only private Keras API used here.
-    """
-    from keras.src.backend.common import global_state
-
-    context = global_state.get_global_attribute("current_call_ctx")
-    return None if context is None else getattr(context, "training", None)
 
 
 def _in_jax_trace():
@@ -247,7 +239,7 @@ def learning_phase():
     Returns: int 0 or 1 (or the tensor given as ``training``, if one was).
     Source: Keras 2.3 `keras.backend.learning_phase`.
     """
-    training = _call_context_training()
+    training = internals.call_context_training()
     if training is None:
         return 0
     if isinstance(training, (bool, int, np.bool_, np.integer)):

@@ -10,6 +10,7 @@ import math
 import keras
 from keras import ops
 
+from bert4keras import _keras_internals as internals
 from bert4keras.backend import (
     MASK_VALUE,
     Sinusoidal,  # noqa: F401  (lives in backend.py as in 0.11.5; models.py imports it from here)
@@ -47,7 +48,7 @@ class NodeAccessors:
     """
 
     def _call_node(self, node_index):
-        nodes = [node for node in self._inbound_nodes if not node.is_input]
+        nodes = [node for node in internals.inbound_nodes(self) if not node.is_input]
         if not -len(nodes) <= node_index < len(nodes):
             raise ValueError(
                 f"Layer '{self.name}' has been called {len(nodes)} time(s) in a functional graph; "

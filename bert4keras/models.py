@@ -16,6 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from bert4keras import _keras_internals as internals
 from bert4keras.backend import check_token_ids, get_activation
 from bert4keras.checkpoints import (
     CheckpointReader,
@@ -523,7 +524,7 @@ class TransformerModel(keras.Model):
         found = {}
         for layer in self.layers:
             if isinstance(layer, Embedding):
-                for node in layer._inbound_nodes:
+                for node in internals.inbound_nodes(layer):
                     for i, x in enumerate(self.inputs):
                         if not node.is_input and node.arguments.args and node.arguments.args[0] is x:
                             found[i] = (x.name, layer.input_dim)
@@ -580,7 +581,7 @@ class TransformerModel(keras.Model):
         self._check_inputs(x)
         jax = keras.backend.backend() == "jax"
         variables = self._state_variables() if jax else []
-        values = [v._value for v in variables]  # JAX arrays are immutable: references suffice
+        values = [internals.variable_value(v) for v in variables]  # JAX arrays are immutable: references suffice
         try:
             return method(x, *args, **kwargs)
         except BaseException:
@@ -592,10 +593,11 @@ class TransformerModel(keras.Model):
             self.jax_state_sync()
             saved = {id(v): value for v, value in zip(variables, values)}
             for v in self._state_variables():
-                if v._value is None:
-                    v._value = saved.get(id(v))
-                    if v._value is None:  # created by the failed call
-                        v._value = ops.zeros(v.shape, v.dtype)
+                if internals.variable_value(v) is None:
+                    value = saved.get(id(v))
+                    if value is None:  # created by the failed call
+                        value = ops.zeros(v.shape, v.dtype)
+                    internals.set_variable_value(v, value)
             raise
 
     def _state_variables(self):

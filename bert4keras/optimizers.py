@@ -34,6 +34,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from bert4keras import _keras_internals as internals
 from bert4keras.snippets import _check_int, _check_number
 
 __all__ = [
@@ -201,7 +202,7 @@ def _name_schedule(where, name, schedule):
 
 def _path(optimizer, variable):
     """Path of the model variable ('Embedding-Token/embeddings'): on TF `update_step` gets the tf.Variable."""
-    reference = optimizer._trainable_variables[optimizer._get_variable_index(variable)]
+    reference = internals.optimizer_variable(optimizer, variable)
     return getattr(reference, "path", None) or reference.name
 
 
@@ -276,7 +277,7 @@ class Adam(keras.optimizers.Optimizer):
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
         g = _dense(gradient, variable)
-        index = self._get_variable_index(variable)
+        index = internals.variable_index(self, variable)
         m, v = self._m[index], self._v[index]
         m_t = self.beta_1 * m + (1.0 - self.beta_1) * g
         v_t = self.beta_2 * v + (1.0 - self.beta_2) * ops.square(g)
@@ -394,6 +395,7 @@ class AdaFactor(keras.optimizers.Optimizer):
                 self._vr.append(self.add_variable(factored[0], dtype=variable.dtype, name=prefix + "_vr"))
                 self._vc.append(self.add_variable(factored[2], dtype=variable.dtype, name=prefix + "_vc"))
 
+    # a protected Keras hook (listed in bert4keras/_keras_internals.py)
     def _get_current_learning_rate(self):
         if not self.relative_step:
             return super()._get_current_learning_rate()
@@ -405,7 +407,7 @@ class AdaFactor(keras.optimizers.Optimizer):
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
         g = _dense(gradient, variable)
-        index = self._get_variable_index(variable)
+        index = internals.variable_index(self, variable)
         if self.beta2 is None:
             beta2 = 1.0 - ops.power(ops.cast(self.iterations + 1, dtype), -0.8)
         else:
@@ -622,8 +624,9 @@ def extend_with_piecewise_linear_lr(BaseOptimizer):
             super().__init__(*args, **kwargs)
             self.lr_schedule = schedule or {0: 1.0}
 
+        # a protected Keras hook (listed in bert4keras/_keras_internals.py)
         def _get_current_learning_rate(self):
-            multiplier = piecewise_linear(self._iterations, self.lr_schedule)
+            multiplier = piecewise_linear(internals.call_count(self), self.lr_schedule)
             return super()._get_current_learning_rate() * multiplier
 
         def get_config(self):
@@ -665,6 +668,7 @@ def extend_with_gradient_accumulation(BaseOptimizer):
             config.pop("gradient_accumulation_steps", None)
             return {**config, "grad_accum_steps": self.grad_accum_steps}
 
+        # a protected Keras hook (listed in bert4keras/_keras_internals.py)
         def _backend_apply_gradients(self, grads, trainable_variables):
             if self.gradient_accumulation_steps and _in_tf_replica_context():
                 return _apply_accumulated_in_replica(self, grads, trainable_variables)
@@ -699,18 +703,18 @@ def _apply_accumulated_in_replica(optimizer, grads, trainable_variables):
             f"{type(optimizer).__name__}: Keras' use_ema=True together with gradient accumulation is not "
             "supported under a tf.distribute strategy; use extend_with_exponential_moving_average instead"
         )
-    grads = [g for g, _ in optimizer._all_reduce_sum_gradients(zip(grads, trainable_variables))]
+    grads = [g for g, _ in internals.all_reduce_sum_gradients(optimizer, zip(grads, trainable_variables))]
     steps = optimizer.gradient_accumulation_steps
-    accumulators = [optimizer._accumulated_gradients[optimizer._get_variable_index(v)] for v in trainable_variables]
-    means = optimizer._clip_gradients([(g + ops.convert_to_tensor(a)) / steps for g, a in zip(grads, accumulators)])
-    is_update_step = tf.equal((optimizer._iterations + 1) % steps, 0)
+    accumulators = [internals.accumulated_gradient(optimizer, v) for v in trainable_variables]
+    means = internals.clip_gradients(optimizer, [(g + ops.convert_to_tensor(a)) / steps for g, a in zip(grads, accumulators)])
+    is_update_step = tf.equal((internals.call_count(optimizer) + 1) % steps, 0)
     variables = [v.value if isinstance(v, keras.Variable) else v for v in trainable_variables]
 
     def update(variable, grad, mean, is_update_step):
-        accumulator = optimizer._accumulated_gradients[optimizer._get_variable_index(variable)]
+        accumulator = internals.accumulated_gradient(optimizer, variable)
 
         def apply():
-            if optimizer.weight_decay is not None and optimizer._use_weight_decay(variable):
+            if optimizer.weight_decay is not None and internals.uses_weight_decay(optimizer, variable):
                 lr = tf.cast(optimizer.learning_rate, variable.dtype)
                 variable.assign_sub(variable * tf.cast(optimizer.weight_decay, variable.dtype) * lr)
             optimizer.update_step(mean, variable, optimizer.learning_rate)
@@ -726,7 +730,7 @@ def _apply_accumulated_in_replica(optimizer, grads, trainable_variables):
             distribution.extended.update(variable, update, args=(grad, mean, is_update_step), group=False)
 
     tf.__internal__.distribute.interim.maybe_merge_call(
-        merge, optimizer._distribution_strategy, grads, means, is_update_step
+        merge, internals.distribution_strategy(optimizer), grads, means, is_update_step
     )
 
 
@@ -763,7 +767,7 @@ def extend_with_lookahead(BaseOptimizer):
         def update_step(self, gradient, variable, learning_rate):
             old = _snapshot(variable)
             super().update_step(gradient, variable, learning_rate)
-            slow = self._slow_weights[self._get_variable_index(variable)]
+            slow = self._slow_weights[internals.variable_index(self, variable)]
             # The slow slots start at zero; the paper starts them at the initial weights, which
             # are `old` on the first update (read there so later-loaded checkpoints count).
             slow_t = ops.where(ops.equal(self.iterations, 0), old, ops.convert_to_tensor(slow))
@@ -852,13 +856,13 @@ def extend_with_exponential_moving_average(BaseOptimizer):
 
         def update_step(self, gradient, variable, learning_rate):
             super().update_step(gradient, variable, learning_rate)
-            ema = self._ema_weights[self._get_variable_index(variable)]
+            ema = self._ema_weights[internals.variable_index(self, variable)]
             m = ops.cast(self.ema_momentum, variable.dtype)
             self.assign(ema, m * ema + (1.0 - m) * ops.convert_to_tensor(variable))
 
         def apply_ema_weights(self, bias_correction=True):
             """Save the current weights, then set the (bias-corrected) moving averages."""
-            weights = self._trainable_variables
+            weights = internals.trained_variables(self)
             if any(getattr(w, "_value", 0) is None for w in weights):
                 raise RuntimeError(
                     "model weights are detached (JAX inside fit): call model.jax_state_sync() first"
@@ -876,7 +880,7 @@ def extend_with_exponential_moving_average(BaseOptimizer):
             """Restore the weights saved by the last `apply_ema_weights()`."""
             if self._old_weights is None:
                 raise RuntimeError("reset_old_weights() called before apply_ema_weights()")
-            for w, value in zip(self._trainable_variables, self._old_weights):
+            for w, value in zip(internals.trained_variables(self), self._old_weights):
                 w.assign(value)
 
     return NewOptimizer
