@@ -1020,8 +1020,11 @@ class BERT(Transformer):
         return mapping
 
     @staticmethod
-    def official_block_mapping(name, prefix):
-        """One BERT block under Google's names; ``name`` is the block's layer-name prefix."""
+    def official_block_mapping(name, prefix, attention_norm="attention/output/LayerNorm",
+                               output_norm="output/LayerNorm"):
+        """One BERT block under Google's names (``prefix`` e.g. ``'bert/encoder/layer_0/'``);
+        ``name`` is the block's layer-name prefix. bert4keras's converted GPT-2 (CPM) checkpoints
+        name the two norms ``attention/input/LayerNorm`` and ``input/LayerNorm``."""
         return {
             f"{name}MultiHeadSelfAttention": [
                 prefix + "attention/self/query/kernel",
@@ -1033,20 +1036,14 @@ class BERT(Transformer):
                 prefix + "attention/output/dense/kernel",
                 prefix + "attention/output/dense/bias",
             ],
-            f"{name}MultiHeadSelfAttention-Norm": [
-                prefix + "attention/output/LayerNorm/beta",
-                prefix + "attention/output/LayerNorm/gamma",
-            ],
+            f"{name}MultiHeadSelfAttention-Norm": [prefix + attention_norm + "/beta", prefix + attention_norm + "/gamma"],
             f"{name}FeedForward": [
                 prefix + "intermediate/dense/kernel",
                 prefix + "intermediate/dense/bias",
                 prefix + "output/dense/kernel",
                 prefix + "output/dense/bias",
             ],
-            f"{name}FeedForward-Norm": [
-                prefix + "output/LayerNorm/beta",
-                prefix + "output/LayerNorm/gamma",
-            ],
+            f"{name}FeedForward-Norm": [prefix + output_norm + "/beta", prefix + output_norm + "/gamma"],
         }
 
     def hf_variable_mapping(self):
@@ -1282,11 +1279,23 @@ class RoFormerV2(RoFormer):
         return self.apply(inputs=x, layer=Activation, activation=activation, name="Output-MLM-Activation")
 
     def variable_mapping(self):
-        mapping = super().variable_mapping()
-        return {
-            k: [v for v in map(as_var, vs) if not v.name.endswith(("/beta", "/gamma", "/bias"))]
-            for k, vs in mapping.items()
+        """BERT's names for the weights RoFormer-V2 keeps: kernels and embeddings only."""
+        mapping = {
+            "Embedding-Token": [Var("bert/embeddings/word_embeddings", vocab=0)],
+            "Embedding-Segment": ["bert/embeddings/token_type_embeddings"],
+            "Embedding-Mapping": ["bert/encoder/embedding_hidden_mapping_in/kernel"],
+            "MLM-Dense": ["cls/predictions/transform/dense/kernel"],
         }
+        for i in range(self.num_hidden_layers):
+            p = f"bert/encoder/layer_{i}/"
+            mapping[self.block_name(i, "MultiHeadSelfAttention")] = [
+                p + "attention/self/query/kernel",
+                p + "attention/self/key/kernel",
+                p + "attention/self/value/kernel",
+                p + "attention/output/dense/kernel",
+            ]
+            mapping[self.block_name(i, "FeedForward")] = [p + "intermediate/dense/kernel", p + "output/dense/kernel"]
+        return mapping
 
     def hf_variable_mapping(self):
         raise ValueError("RoFormer-V2 has no Hugging Face transformers class; load its official checkpoint.")
@@ -1329,15 +1338,17 @@ class ELECTRA(BERT):
         return x
 
     def variable_mapping(self):
+        """Google's ELECTRA names: embeddings under ``electra/embeddings``; the blocks and the
+        embedding projection under ``electra/`` (discriminator) or ``generator/`` (with_mlm)."""
         body = "generator/" if self.with_mlm else "electra/"
-        mapping = {}
-        for layer, specs in super().variable_mapping().items():
-            renamed = []
-            for spec in map(as_var, specs):
-                name = spec.name.replace("bert/embeddings/", "electra/embeddings/")
-                name = name.replace("bert/encoder/", body + "encoder/")
-                renamed.append(spec._replace(name=name))
-            mapping[layer] = renamed
+        mapping = {
+            "Embedding-Token": [Var("electra/embeddings/word_embeddings", vocab=0)],
+            "Embedding-Segment": ["electra/embeddings/token_type_embeddings"],
+            "Embedding-Position": ["electra/embeddings/position_embeddings"],
+            "Embedding-Norm": ["electra/embeddings/LayerNorm/beta", "electra/embeddings/LayerNorm/gamma"],
+        }
+        for i in range(self.num_hidden_layers):
+            mapping.update(self.official_block_mapping(self.block_name(i, ""), f"{body}encoder/layer_{i}/"))
         mapping["Embedding-Mapping"] = [body + "embeddings_project/kernel", body + "embeddings_project/bias"]
         mapping["Discriminator-Dense"] = ["discriminator_predictions/dense/kernel", "discriminator_predictions/dense/bias"]
         mapping["Discriminator-Prediction"] = ["discriminator_predictions/dense_1/kernel", "discriminator_predictions/dense_1/bias"]
@@ -1396,12 +1407,19 @@ class GPT(BERT):
         return self.apply(inputs=x, layer=Activation, activation=self.final_activation, name="LM-Activation")
 
     def variable_mapping(self):
-        mapping = {}
-        for layer, specs in super().variable_mapping().items():
-            mapping[layer] = [
-                s._replace(name=s.name.replace("bert/", "gpt/").replace("encoder", "transformer"))
-                for s in map(as_var, specs)
-            ]
+        """bert4keras's converted CDial-GPT names: BERT's layout under ``gpt/``, the blocks
+        under ``gpt/transformer/layer_%d/``."""
+        mapping = {
+            "Embedding-Token": [Var("gpt/embeddings/word_embeddings", vocab=0)],
+            "Embedding-Segment": ["gpt/embeddings/token_type_embeddings"],
+            "Embedding-Position": ["gpt/embeddings/position_embeddings"],
+            "Embedding-Mapping": [
+                "gpt/transformer/embedding_hidden_mapping_in/kernel",
+                "gpt/transformer/embedding_hidden_mapping_in/bias",
+            ],
+        }
+        for i in range(self.num_hidden_layers):
+            mapping.update(self.official_block_mapping(self.block_name(i, ""), f"gpt/transformer/layer_{i}/"))
         return mapping
 
     def hf_variable_mapping(self):
@@ -1453,11 +1471,22 @@ class GPT2(GPT):
         return super().mapping_for(reader)
 
     def variable_mapping(self):
-        """bert4keras's CPM-LM names."""
-        mapping = {}
-        for layer, specs in super().variable_mapping().items():
-            mapping[layer] = [s._replace(name=s.name.replace("output/LayerNorm", "input/LayerNorm")) for s in specs]
-        mapping["Output-Norm"] = ["gpt/output/LayerNorm/beta", "gpt/output/LayerNorm/gamma"]
+        """bert4keras's converted CPM-LM names: GPT's, with the pre-norms of each block named
+        ``attention/input/LayerNorm`` and ``input/LayerNorm``, and ``gpt/output/LayerNorm``."""
+        mapping = {
+            "Embedding-Token": [Var("gpt/embeddings/word_embeddings", vocab=0)],
+            "Embedding-Position": ["gpt/embeddings/position_embeddings"],
+            "Embedding-Mapping": [
+                "gpt/transformer/embedding_hidden_mapping_in/kernel",
+                "gpt/transformer/embedding_hidden_mapping_in/bias",
+            ],
+            "Output-Norm": ["gpt/output/LayerNorm/beta", "gpt/output/LayerNorm/gamma"],
+        }
+        for i in range(self.num_hidden_layers):
+            mapping.update(self.official_block_mapping(
+                self.block_name(i, ""), f"gpt/transformer/layer_{i}/",
+                attention_norm="attention/input/LayerNorm", output_norm="input/LayerNorm",
+            ))
         return mapping
 
     def openai_variable_mapping(self):
@@ -1468,8 +1497,8 @@ class GPT2(GPT):
             "Output-Norm": ["model/ln_f/b", "model/ln_f/g"],
         }
         for i in range(self.num_hidden_layers):
-            p = f"model/h{i}/"
-            mapping.update(self._fused_block(i, p, "/", "w", "b", "g", squeeze=True))
+            mapping.update(self.fused_block_mapping(
+                i, f"model/h{i}/", sep="/", weight="w", bias="b", gain="g", squeeze=True))
         return mapping
 
     def hf_variable_mapping(self):
@@ -1480,10 +1509,17 @@ class GPT2(GPT):
             "Output-Norm": ["ln_f.bias", "ln_f.weight"],
         }
         for i in range(self.num_hidden_layers):
-            mapping.update(self._fused_block(i, f"h.{i}.", ".", "weight", "bias", "weight", squeeze=False))
+            mapping.update(self.fused_block_mapping(
+                i, f"h.{i}.", sep=".", weight="weight", bias="bias", gain="weight", squeeze=False))
         return mapping
 
-    def _fused_block(self, i, p, sep, w, b, g, squeeze):
+    def fused_block_mapping(self, i, p, sep, weight, bias, gain, squeeze):
+        """Block ``i`` under GPT-2's own names, ``p`` + ``ln_1``, ``attn/c_attn`` (q|k|v fused
+        along the output axis, read as three thirds), ``attn/c_proj``, ``ln_2``, ``mlp/c_fc``,
+        ``mlp/c_proj``; ``sep`` joins the parts (``'/'`` in OpenAI's TF release, ``'.'`` in HF's),
+        ``weight``/``bias``/``gain`` name the leaves (``w``/``b``/``g``; HF: ``weight``/``bias``/
+        ``weight``) and ``squeeze`` drops the leading 1 of OpenAI's ``(1, in, out)`` kernels."""
+        w, b, g = weight, bias, gain
         attention = self.block_name(i, "MultiHeadSelfAttention")
         feed_forward = self.block_name(i, "FeedForward")
         c_attn = f"{p}attn{sep}c_attn{sep}"
