@@ -4,9 +4,10 @@ with our cached decoder equal `transformers` `generate` on the same random weigh
 import numpy as np
 import pytest
 
+import official_names
 from bert4keras.models import build_transformer_model
 from bert4keras.snippets import AutoRegressiveDecoder
-from conftest import TINY_BERT
+from conftest import TINY_BERT, write_google_checkpoint
 
 MAX_NEW = 8
 
@@ -86,8 +87,11 @@ def test_gpt2_decoding_matches_transformers_generate(tmp_path, num_beams):
     np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize("weights", ["hf", "official"])
 @pytest.mark.parametrize("num_beams", [1, 4])
-def test_t5_decoding_matches_transformers_generate(tmp_path, num_beams):
+def test_t5_decoding_matches_transformers_generate(tmp_path, num_beams, weights):
+    """From the HF files, and from a Mesh-TF checkpoint under the names Google's T5 v1.1
+    release uses (tests/official_names.py, from the published convention)."""
     import torch
     from transformers import T5Config, T5ForConditionalGeneration
 
@@ -104,7 +108,19 @@ def test_t5_decoding_matches_transformers_generate(tmp_path, num_beams):
                                early_stopping=False, eos_token_id=None)
     expected = expected.numpy()[0]  # starts with the decoder start token 0
 
-    t5 = build_transformer_model(str(tmp_path), str(tmp_path), model="t5", return_keras_model=False)
+    if weights == "hf":
+        t5 = build_transformer_model(str(tmp_path), str(tmp_path), model="t5", return_keras_model=False)
+    else:
+        from safetensors.numpy import load_file
+
+        state = load_file(str(tmp_path / "model.safetensors"))
+        # transformers 5 ties T5's lm_head to the embedding and saves it once; t5.1.1 stores it apart
+        state.setdefault("lm_head.weight", state["shared.weight"])
+        variables = official_names.t5_mesh_tf(state, "t5.1.1")
+        assert "encoder/final_layer_norm/scale" in variables and "decoder/logits/kernel" in variables
+        (tmp_path / "official").mkdir()
+        prefix = write_google_checkpoint(str(tmp_path / "official" / "model.ckpt"), variables)
+        t5 = build_transformer_model(str(tmp_path / "config.json"), prefix, model="t5.1.1", return_keras_model=False)
     context = t5.encoder.predict(source, verbose=0)
     decoder = Decoder(t5.predictor(max_length=16), start_id=0, end_id=None, maxlen=MAX_NEW)
     got = decoder.greedy([context[0]]) if num_beams == 1 else decoder.beam_search([context[0]], topk=num_beams)
