@@ -2450,6 +2450,14 @@ def build_transformer_model(
     return transformer.model if return_keras_model else transformer
 
 
+# bert4keras 0.11.5 options this library does not build (so a script using them hears so).
+_OPTIONS_NOT_PORTED = {
+    "residual_attention_scores": "RealFormer residual attention scores",
+    "autoresize_weights": "resizing of checkpoint weights to other sizes",
+    "shared_segment_embeddings": "segment embeddings shared with the token embeddings (GPT)",
+}
+
+
 def _options(cls):
     """The keyword arguments a builder class uses: the named parameters of ``__init__`` and
     ``build`` along its class hierarchy."""
@@ -2491,6 +2499,8 @@ def _check_options(cls, model, kwargs):
         if name not in known and name not in unsupported:
             close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
             hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            if name in _OPTIONS_NOT_PORTED:
+                hint = f" (bert4keras 0.11.5's {_OPTIONS_NOT_PORTED[name]}, not built here)"
             raise TypeError(
                 f"build_transformer_model got an unexpected keyword argument {key!r}: "
                 f"no part of model={model!r} ({cls.__name__}) uses it{hint}"

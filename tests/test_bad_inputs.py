@@ -146,13 +146,15 @@ def test_unknown_names(tiny_kwargs, kwargs, match):
     (dict(with_pol=True), r"unexpected keyword argument 'with_pol': no part of model='bert' \(BERT\) uses it; "
                           r"did you mean 'with_pool'"),
     (dict(lr=1e-3), r"unexpected keyword argument 'lr': no part of model='bert' \(BERT\) uses it$"),
+    (dict(residual_attention_scores=True), r"'residual_attention_scores': no part of model='bert' \(BERT\) uses it "
+                                           r"\(bert4keras 0\.11\.5's RealFormer residual attention scores, not built here\)"),
     (dict(model="gpt", with_pool=True), r"model='gpt' cannot honour with_pool=True: GPT has no pooler"),
     (dict(model="gpt2", segment_vocab_size=2), r"model='gpt2' cannot honour segment_vocab_size=2: GPT2 has no segment"),
     (dict(model="electra", with_pool="linear"), r"model='electra' cannot honour with_pool='linear': ELECTRA has no pooler"),
     (dict(model="t5.1.1", with_pool=True), r"unexpected keyword argument 'with_pool': no part of model='t5.1.1' \(T5\)"),
     (dict(dropout_rate=0.1, hidden_dropout_prob=0.1), r"got 'dropout_rate' twice \(as 'hidden_dropout_prob' and as "
                                                       r"'dropout_rate'\)"),
-], ids=["typo", "optimizer-option", "gpt-pool", "gpt2-segments", "electra-pool", "t5-pool", "twice"])
+], ids=["typo", "optimizer-option", "not-ported", "gpt-pool", "gpt2-segments", "electra-pool", "t5-pool", "twice"])
 def test_unused_keyword_is_an_error(tiny_kwargs, kwargs, match):
     if kwargs.get("model", "").startswith("t5"):
         del tiny_kwargs["max_position"], tiny_kwargs["segment_vocab_size"]
