@@ -18,6 +18,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -190,7 +191,13 @@ def _write_checkpoint(prefix, config, model, **build_kwargs):
     from bert4keras.models import build_transformer_model
 
     keras.utils.set_random_seed(0)
-    builder = build_transformer_model(None, None, model=model, return_keras_model=False, **config, **build_kwargs)
+    # from a config file, as the scripts read it: keys a family has no use for (ALBERT's
+    # num_hidden_groups, ...) are ignored there, whereas typed keywords must all be used
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = os.path.join(tmp, "config.json")
+        with open(config_path, "w", encoding="utf-8") as f:
+            json.dump(config, f)
+        builder = build_transformer_model(config_path, None, model=model, return_keras_model=False, **build_kwargs)
     builder.save_weights_as_checkpoint(str(prefix))
 
 
