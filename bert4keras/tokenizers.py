@@ -18,7 +18,7 @@ import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from bert4keras.backend import check_token_ids  # noqa: F401  (public here since it was written)
-from bert4keras.snippets import is_string, truncate_sequences
+from bert4keras.snippets import _check_int, is_string, truncate_sequences
 
 
 def _vocab_token(line):
@@ -539,11 +539,7 @@ class Tokenizer(TokenizerBase):
         self._vocab_size = len(self._token_dict)
         if not self._token_dict:
             raise ValueError('vocabulary %s is empty' % self._source)
-        if isinstance(word_maxlen, (bool, np.bool_)) or not isinstance(word_maxlen, (int, np.integer)):
-            raise TypeError('word_maxlen must be an int, got %r (%s)' % (word_maxlen, type(word_maxlen).__name__))
-        if word_maxlen < 1:
-            raise ValueError('word_maxlen must be >= 1, got %d' % word_maxlen)
-        self._word_maxlen = int(word_maxlen)
+        self._word_maxlen = _check_int(type(self).__name__, 'word_maxlen', word_maxlen, 1)
         for name in ['pad', 'unk', 'mask', 'start', 'end']:
             token = getattr(self, '_token_%s' % name)
             setattr(self, '_token_%s_id' % name, self._token_dict.get(token))
