@@ -7,6 +7,7 @@ family with its `variable_mapping()` (official TF checkpoint names) beside its
 """
 
 import difflib
+import functools
 import inspect
 import json
 import os
@@ -519,8 +520,10 @@ class TransformerModel(keras.Model):
     Raises: ValueError as above; whatever Keras raises otherwise.
     """
 
+    @functools.cached_property
     def _id_inputs(self):
-        """``{input index: (input name, rows)}`` for the inputs that feed an `Embedding` directly."""
+        """``{input index: (input name, rows)}`` for the inputs that feed an `Embedding` directly
+        (read once from the graph, which does not change)."""
         found = {}
         for layer in self.layers:
             if isinstance(layer, Embedding):
@@ -529,6 +532,13 @@ class TransformerModel(keras.Model):
                         if not node.is_input and node.arguments.args and node.arguments.args[0] is x:
                             found[i] = (x.name, layer.input_dim)
         return found
+
+    @functools.cached_property
+    def _max_position(self):
+        """The smallest absolute position table's size, or None (relative positions only)."""
+        limits = [layer.input_dim for layer in self.layers if isinstance(layer, PositionEmbedding)
+                  and not layer.hierarchical and not layer.custom_position_ids]
+        return min(limits) if limits else None
 
     def _check_inputs(self, x):
         if not isinstance(x, (list, tuple, np.ndarray)) or not self.inputs:
@@ -558,14 +568,13 @@ class TransformerModel(keras.Model):
             if array.ndim and array.shape[0] == 0:
                 raise ValueError(f"Input '{name}' is an empty batch (shape {array.shape}): give at least one sample.")
             arrays[i] = array
-        limits = [layer.input_dim for layer in self.layers if isinstance(layer, PositionEmbedding)
-                  and not layer.hierarchical and not layer.custom_position_ids]
-        for i, (name, rows) in self._id_inputs().items():
+        limit = self._max_position
+        for i, (name, rows) in self._id_inputs.items():
             if i in arrays:
                 check_token_ids(arrays[i], rows, name=f"Input '{name}'")
-                if limits and arrays[i].ndim == 2 and arrays[i].shape[1] > min(limits):
+                if limit and arrays[i].ndim == 2 and arrays[i].shape[1] > limit:
                     raise ValueError(f"Input '{name}': sequence length {arrays[i].shape[1]} exceeds max_position "
-                                     f"{min(limits)}: truncate the texts (e.g. tokenizer.encode(text, maxlen=...)).")
+                                     f"{limit}: truncate the texts (e.g. tokenizer.encode(text, maxlen=...)).")
         by_name = {self.inputs[i].name: a for i, a in arrays.items()}
         for token_name, array in by_name.items():
             if token_name.endswith("Input-Token"):
