@@ -35,7 +35,7 @@ import numpy as np
 from keras import ops
 
 from bert4keras import _keras_internals as internals
-from bert4keras.snippets import _check_int, _check_number
+from bert4keras._checks import _check_int, _check_number
 
 __all__ = [
     "piecewise_linear",

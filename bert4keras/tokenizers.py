@@ -18,7 +18,8 @@ import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from bert4keras.backend import check_token_ids  # noqa: F401  (public here since it was written)
-from bert4keras.snippets import _check_int, is_string, truncate_sequences
+from bert4keras._checks import _check_int
+from bert4keras.snippets import is_string, truncate_sequences
 
 
 def _vocab_token(line):
