@@ -6,6 +6,7 @@ family with its `variable_mapping()` (official TF checkpoint names) beside its
 `build_transformer_model`. File formats live in `checkpoints.py`.
 """
 
+import copy
 import difflib
 import functools
 import inspect
@@ -28,6 +29,7 @@ from bert4keras.checkpoints import (
     count_nonfinite,
     write_tf_checkpoint,
 )
+from bert4keras.generation import CachedPredictor, FullPredictor, build_step_model
 from bert4keras.layers import (
     Activation,
     Add,
@@ -154,7 +156,7 @@ class Transformer:
         self.prefix = prefix or ""
         self.layers = {} if layers is None else layers
         self.position_bias = None
-        self._cache = None  # set while `build_cache_model` runs
+        self.decoding_step = None  # a `generation.DecodingStep` in a cached step's graph
         self.built = False
 
     @property
@@ -253,86 +255,81 @@ class Transformer:
         return self.apply(
             inputs=mask_inputs,
             layer=AttentionMask,
-            arguments=self.cache_arguments(key_length=True),
+            arguments=self.decoding_arguments(key_length=True),
             mode=mode,
             pad_id=self.pad_token_id,
             name="Attention-Mask",
         )
 
-    # -- incremental decoding -------------------------------------------------------------------
+    # -- incremental decoding (the steps themselves: bert4keras.generation) --------------------
 
     @property
     def supports_cache(self):
-        """Whether `build_cache_model` applies: causal (``lm``) or ``unilm`` attention."""
+        """Whether `predictor(max_length)` can cache: causal (``lm``) or ``unilm`` attention."""
         return self.application in ("lm", "unilm")
 
-    def cache_arguments(self, key_length=False):
-        """Call arguments of position/mask layers while building the cache model, else {}."""
-        if self._cache is None:
+    def decoding_arguments(self, key_length=False):
+        """Call arguments of the position and mask layers: in a cached step's graph the chunk's
+        first position ``start_index`` (and the cache length ``key_length``) of
+        `self.decoding_step`; {} in the model's own graph."""
+        step = self.decoding_step
+        if step is None:
             return {}
-        arguments = {"start_index": self._cache["index"]}
         if key_length:
-            arguments["key_length"] = self._cache["length"]
-        return arguments
+            return {"start_index": step.index, "key_length": step.key_length}
+        return {"start_index": step.index}
 
     def cached_attention(self, inputs, arguments, self_attention=True, **kwargs):
-        """`MultiHeadAttention` through `apply`; while a `CacheModel` runs the builder, a
-        self-attention call also takes the next KV cache and hands back its update."""
-        if self._cache is None or not self_attention:
+        """`MultiHeadAttention` through `apply`; in a cached step's graph a self-attention also
+        takes its block's KV cache from `self.decoding_step` and hands the updated one back."""
+        step = self.decoding_step
+        if step is None or not self_attention:
             return self.apply(inputs=inputs, layer=MultiHeadAttention, arguments=arguments, **kwargs)
-        cache = self._cache["caches"][len(self._cache["outputs"])]
-        arguments = dict(arguments, cache=cache, cache_index=self._cache["index"])
-        o, new_cache = self.apply(inputs=inputs, layer=MultiHeadAttention, arguments=arguments, **kwargs)
-        self._cache["outputs"].append(new_cache)
+        arguments = dict(arguments, cache=step.cache(), cache_index=step.index)
+        o, cache = self.apply(inputs=inputs, layer=MultiHeadAttention, arguments=arguments, **kwargs)
+        step.update(cache)
         return o
 
     def cache_shapes(self, max_length):
-        """Shapes (without batch) of the KV caches, one per self-attention call."""
+        """Shapes (without batch) of the KV caches, one per Transformer block."""
         if self.attention_key_size != self.attention_head_size:
             raise ValueError("Incremental decoding needs attention_key_size == attention_head_size.")
         shape = (2, int(max_length), self.num_attention_heads, self.attention_head_size)
         return [shape] * self.num_hidden_layers
 
-    def call_builder(self, inputs):
-        """Run the builder's graph again on other ``inputs`` (symbolic or eager tensors, as
-        `get_inputs`), reusing every layer (and weight); returns the final output."""
-        saved = (self.attention_mask, self.position_bias, getattr(self, "inputs", None))
-        try:
-            self.inputs = list(inputs)
-            x = self.apply_embeddings(self.inputs)
-            for i in range(self.num_hidden_layers):
-                x = self.apply_main_layers(x, i)
-            return self.apply_final_layers(x)
-        finally:
-            self.attention_mask, self.position_bias, self.inputs = saved
+    def call_builder(self, inputs, step=None):
+        """Run the builder's graph again on other ``inputs`` (tensors as `get_inputs`), reusing
+        every layer (and weight); returns the final output.
 
-    def run_cached(self, chunk, index, caches, max_length):
-        """Run the builder's graph eagerly on a chunk of tokens with KV caches (see `CacheModel`)."""
-        self._cache = {"index": index, "length": int(max_length), "caches": list(caches), "outputs": []}
-        try:
-            return [self.call_builder(chunk)] + self._cache["outputs"]
-        finally:
-            self._cache = None
+        It runs on a shallow copy sharing `layers`, so the builder's own graph state (``inputs``,
+        ``attention_mask``, ``position_bias``) stays as it is. ``step``: a
+        `generation.DecodingStep`, to build a cached step (its ``block`` is set before each block).
+        """
+        builder = copy.copy(self)
+        builder.decoding_step = step
+        builder.set_inputs(inputs)
+        x = builder.apply_embeddings(builder.inputs)
+        for index in range(self.num_hidden_layers):
+            if step is not None:
+                step.block = index
+            x = builder.apply_main_layers(x, index)
+        return builder.apply_final_layers(x)
 
     def build_cache_model(self, max_length):
-        """A `CacheModel`: runs a chunk of new tokens against fixed-size KV caches.
+        """The cached step as a functional Keras model over this builder's layers (see
+        `generation.build_step_model`: inputs and outputs by name, caches included).
 
         Raises:
             ValueError: the model is not causal (``application`` not ``'lm'``/``'unilm'``).
         """
-        if not self.supports_cache:
-            raise ValueError(
-                f"{type(self).__name__} with application={self.application!r} cannot decode "
-                "incrementally; build it with application='lm' or 'unilm'."
-            )
-        return CacheModel(self, max_length)
+        return build_step_model(self, max_length)
 
     def predictor(self, max_length=None):
-        """``predict(inputs, output_ids, states)`` for `snippets.AutoRegressiveDecoder`.
+        """``predict(inputs, output_ids, states)`` for `AutoRegressiveDecoder`.
 
-        With ``max_length`` and a causal model, a `CachedPredictor` (KV cache, states carry
-        it; use ``wraps(use_states=True)``); otherwise a `FullPredictor` that recomputes the
-        whole prefix each step. Both return the last position's probabilities.
+        With ``max_length`` and a causal model, a `generation.CachedPredictor` (KV cache, states
+        carry it; use ``wraps(use_states=True)``); otherwise a `generation.FullPredictor` that
+        recomputes the whole prefix each step. Both return the last position's output.
         """
         if max_length is not None and self.supports_cache:
             return CachedPredictor(self, max_length)
@@ -639,144 +636,6 @@ def _row_lengths(value, limit=6):
     return lengths + ["..."] if len(value) > limit else lengths
 
 
-class CacheModel(keras.Model):
-    """Incremental decoding model sharing every layer (and weight) of a builder's model.
-
-    Inputs (a list): the model's own inputs for a chunk of new tokens, int32 ``(batch_size,
-    chunk_len)`` each (T5's decoder: the context first); the position of the chunk's first
-    token, int32 ``(batch_size,)`` (equal across the batch); then one KV cache ``(batch_size,
-    2, max_length, heads, head_size)`` per self-attention layer. Outputs: the model's output
-    at the chunk's last position (e.g. probabilities ``(batch_size, vocab_size)``), then the
-    updated caches. Shapes are fixed for a given chunk length, so the
-    compiled predict function (XLA / ``jax.jit`` / TF graph) is traced once per chunk length.
-    Prompts must not contain padding (rows of a batch share one length).
-    """
-
-    def __init__(self, transformer, max_length, **kwargs):
-        super().__init__(**kwargs)
-        self.transformer = transformer
-        self.max_length = int(max_length)
-        # tracked so the compiled predict function takes the weights as state
-        self.shared_layers = [layer for layer in transformer.model.layers if layer.weights]
-        self.built = True  # every layer is the builder's, built with its model
-
-    def call(self, inputs):
-        caches = inputs[-self.transformer.num_hidden_layers:]
-        index = inputs[-self.transformer.num_hidden_layers - 1]
-        chunk = inputs[: -self.transformer.num_hidden_layers - 1]
-        outputs = self.transformer.run_cached(chunk, index, caches, self.max_length)
-        return [outputs[0][:, -1]] + outputs[1:]
-
-    def make_step_function(self):
-        """The model as a compiled function of backend tensors, so the caches stay on the backend between
-        steps (no NumPy round trip): ``tf.function(jit_compile=True)`` (XLA) on TensorFlow,
-        ``jax.jit`` of `stateless_call` on JAX (the weights read at each call), eager under
-        ``torch.no_grad`` on PyTorch. Traced once per input shape (prompt, one token, batch)."""
-        backend = keras.backend.backend()
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            # Plain Python over the layers, nothing for AutoGraph to convert.
-            return tf.function(self.__call__, jit_compile=True, autograph=False)
-        if backend == "jax":
-            import jax
-
-            @jax.jit
-            def step(trainable, non_trainable, inputs):
-                return self.stateless_call(trainable, non_trainable, inputs, return_losses=False)[0]
-
-            # The variable lists are gathered once (walking the layers is per-step overhead);
-            # their current values are read at every step.
-            trainable_variables, non_trainable_variables = self.trainable_variables, self.non_trainable_variables
-
-            def run(inputs):
-                trainable = [v.value for v in trainable_variables]
-                non_trainable = [v.value for v in non_trainable_variables]
-                return step(trainable, non_trainable, inputs)
-
-            return run
-        if backend == "torch":
-            import torch
-
-            def run(inputs):
-                with torch.no_grad():
-                    return self(inputs)
-
-            return run
-        return self
-
-
-class KVCache:
-    """Decoding state of a `CachedPredictor`: the caches (backend tensors, one per
-    self-attention call, ``(batch_size, 2, max_length, heads, head_size)``) and the next write
-    position. `AutoRegressiveDecoder` calls `reorder` when it re-ranks beams or drops finished
-    rows."""
-
-    def __init__(self, caches, index):
-        self.caches = caches
-        self.index = index
-
-    def reorder(self, indices):
-        indices = ops.convert_to_tensor(np.asarray(indices, dtype="int32"))
-        return KVCache([ops.take(cache, indices, axis=0) for cache in self.caches], self.index)
-
-
-class FullPredictor:
-    """``predict(inputs, output_ids, states)`` that reruns the whole prefix each step.
-
-    Returns ``(probas of the last position (batch_size, vocab_size), states)``.
-    """
-
-    def __init__(self, transformer):
-        self.transformer = transformer
-
-    def __call__(self, inputs, output_ids, states=None):
-        chunk = self.transformer.chunk_inputs(inputs, output_ids, first=True)
-        outputs = self.transformer.model.predict_on_batch(chunk[0] if len(chunk) == 1 else chunk)
-        return np.asarray(outputs)[:, -1], states
-
-
-class CachedPredictor:
-    """``predict(inputs, output_ids, states)`` with a fixed-size KV cache.
-
-    The first call runs the prompt and any ``output_ids`` in one chunk; each later call runs
-    only the newest token. ``states`` is a `KVCache` (None at the first call), so the decoder
-    must use ``wraps(use_states=True)``. Returns ``(probas of the last position (batch_size,
-    vocab_size), KVCache)``.
-
-    Raises:
-        ValueError: the sequence would grow past ``max_length``.
-    """
-
-    def __init__(self, transformer, max_length):
-        self.transformer = transformer
-        self.max_length = int(max_length)
-        self.model = transformer.build_cache_model(self.max_length)
-        self.cache_shapes = transformer.cache_shapes(self.max_length)
-        self.step = self.model.make_step_function()
-
-    def __call__(self, inputs, output_ids, states=None):
-        output_ids = np.asarray(output_ids, dtype="int32")
-        first = states is None
-        chunk = self.transformer.chunk_inputs(inputs, output_ids, first)
-        batch_size, chunk_len = chunk[-1].shape[0], chunk[-1].shape[1]
-        if first:
-            dtype = keras.config.dtype_policy().compute_dtype
-            caches = [ops.zeros((batch_size,) + shape, dtype) for shape in self.cache_shapes]
-            index = 0
-        else:
-            caches, index = states.caches, states.index
-        if index + chunk_len > self.max_length:
-            raise ValueError(
-                f"Decoding past the KV cache: position {index + chunk_len} > max_length "
-                f"{self.max_length}; build the predictor with a larger max_length."
-            )
-        position = np.full((batch_size,), index, "int32")
-        inputs = [ops.convert_to_tensor(x) for x in chunk + [position]]
-        outputs = self.step(inputs + list(caches))
-        return ops.convert_to_numpy(outputs[0]), KVCache(list(outputs[1:]), index + chunk_len)
-
-
 class BERT(Transformer):
     """BERT (Devlin et al. 2018), post-LayerNorm encoder; Google's official checkpoint names.
 
@@ -901,7 +760,7 @@ class BERT(Transformer):
         return self.apply(
             inputs=x,
             layer=PositionEmbedding,
-            arguments=self.cache_arguments(),
+            arguments=self.decoding_arguments(),
             input_dim=self.max_position,
             output_dim=self.embedding_size,
             merge_mode="add",
@@ -1221,7 +1080,7 @@ class NEZHA(BERT):
             self.position_bias = self.apply(
                 inputs=[x, x],
                 layer=RelativePositionEmbedding,
-                arguments=self.cache_arguments(key_length=True),
+                arguments=self.decoding_arguments(key_length=True),
                 input_dim=2 * self.max_relative_position + 1,
                 output_dim=self.attention_key_size,
                 embeddings_initializer=Sinusoidal(),
@@ -1250,7 +1109,7 @@ class RoFormer(BERT):
             self.position_bias = self.apply(
                 inputs=x,
                 layer=SinusoidalPositionEmbedding,
-                arguments=self.cache_arguments(),
+                arguments=self.decoding_arguments(),
                 output_dim=self.attention_key_size,
                 merge_mode="zero",
                 name="Embedding-Rotary-Position",
@@ -1724,7 +1583,7 @@ class T5_Base(Transformer):
         return self.apply(
             inputs=[q, k],
             layer=RelativePositionEmbeddingT5,
-            arguments=self.cache_arguments(key_length=self_attention),
+            arguments=self.decoding_arguments(key_length=self_attention),
             input_dim=self.relative_attention_num_buckets,
             output_dim=self.num_attention_heads,
             max_distance=self.relative_attention_max_distance,
@@ -1932,7 +1791,7 @@ class T5_Decoder(T5_Base):
         self.context_mask = self.apply(inputs=inputs[0], layer=AttentionMask, mode="context",
                                        name="Decoder-Context-Mask")
         # causal only: the decoder's start token is the pad id 0
-        return self.apply(inputs=inputs[1], layer=AttentionMask, arguments=self.cache_arguments(key_length=True),
+        return self.apply(inputs=inputs[1], layer=AttentionMask, arguments=self.decoding_arguments(key_length=True),
                           mode="causal", pad_id=None, name="Decoder-Attention-Mask")
 
     def embed(self, inputs):

@@ -1,6 +1,7 @@
 """Incremental decoding: the KV-cache path equals full recomputation, and greedy / beam search
 with our cached decoder equal `transformers` `generate` on the same random weights."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -32,8 +33,13 @@ def tiny(model, **kwargs):
 
 @pytest.mark.parametrize("model, kwargs, n_inputs", [
     ("bert", dict(application="unilm"), 2),
+    ("albert", dict(application="unilm"), 2),  # one attention layer shared by the blocks
+    ("nezha", dict(application="lm"), 2),
     ("roformer", dict(application="lm"), 2),
+    ("roformer_v2", dict(application="unilm"), 2),
+    ("gpt", {}, 2),
     ("gpt2", {}, 1),
+    ("gpt2_ml", {}, 1),
 ])
 def test_cached_steps_equal_full_recomputation(model, kwargs, n_inputs):
     builder = tiny(model, **kwargs)
@@ -50,6 +56,41 @@ def test_cached_steps_equal_full_recomputation(model, kwargs, n_inputs):
     with pytest.raises(ValueError, match="past the KV cache"):
         for t in range(outputs.shape[1] + 1, 20):
             _, states = cached(inputs, np.ones((3, t), "int32"), states)
+
+
+def test_step_model_takes_and_returns_its_caches_by_name():
+    """The cached step's contract: inputs and outputs by name (with the builder's prefix), one
+    cache per block, and building or running it leaves the builder's own graph as it was."""
+    builder = tiny("bert", application="unilm", segment_vocab_size=2, prefix="p_")
+    graph_state = [*builder.inputs, builder.attention_mask, builder.position_bias]
+    step = builder.predictor(max_length=16).model
+    assert step.input_names == ["p_Input-Token", "p_Input-Segment"]
+    assert step.index_name == "p_Cache-Index"
+    assert step.cache_shapes == {"p_Cache-0": (2, 16, 2, 8), "p_Cache-1": (2, 16, 2, 8)}
+    rng = np.random.default_rng(0)
+    token_ids = rng.integers(1, 50, size=(3, 4)).astype("int32")
+    feeds = {"p_Input-Token": token_ids, "p_Input-Segment": np.zeros_like(token_ids),
+             "p_Cache-Index": np.zeros(3, "int32")}
+    feeds.update((name, np.zeros((3,) + shape, "float32")) for name, shape in step.cache_shapes.items())
+    outputs = {name: np.asarray(keras.ops.convert_to_numpy(x)) for name, x in step(feeds).items()}
+    assert sorted(outputs) == ["Output", "p_Cache-0", "p_Cache-1"]
+    expected = builder.model.predict_on_batch([token_ids, np.zeros_like(token_ids)])[:, -1]
+    np.testing.assert_allclose(outputs["Output"], expected, atol=1e-6, rtol=0)
+    for name in ("p_Cache-0", "p_Cache-1"):  # keys/values written at positions 0..3, zeros after
+        assert np.abs(outputs[name][:, :, :4]).max() > 0 and not outputs[name][:, :, 4:].any()
+    # identity, not ==: == on symbolic tensors builds an op
+    assert all(a is b for a, b in zip([*builder.inputs, builder.attention_mask, builder.position_bias], graph_state))
+    assert builder.decoding_step is None
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(application="encoder"), "cannot decode incrementally"),
+    (dict(application="unilm", with_pool=True, with_mlm=True), "one output"),
+])
+def test_step_model_refuses_what_it_cannot_cache(kwargs, message):
+    builder = tiny("bert", segment_vocab_size=2, **kwargs)
+    with pytest.raises(ValueError, match=message):
+        builder.build_cache_model(16)
 
 
 def test_cached_and_full_decoding_give_the_same_tokens():
