@@ -16,6 +16,7 @@ needs the builtin calls `builtins.open`.
 import builtins
 import codecs
 import functools
+import itertools
 import json
 import os
 import re
@@ -42,7 +43,7 @@ def is_string(s):
     return isinstance(s, str)
 
 
-def sequence_padding(inputs, length=None, value=0, seq_dims=1, mode='post'):
+def sequence_padding(inputs, length=None, value=0, seq_dims=1, mode='post', pad_to_multiple_of=None):
     """Pad (or cut) a batch of sequences to one length and stack them.
 
     Args:
@@ -56,6 +57,9 @@ def sequence_padding(inputs, length=None, value=0, seq_dims=1, mode='post'):
         value: the padding value.
         seq_dims: int >= 1, how many leading dimensions to pad.
         mode: 'post' pads at the end, 'pre' at the start (of every padded dimension).
+        pad_to_multiple_of: None, or an int >= 1: each padded length (the longest, or
+            `length`) is rounded up to a multiple of it, so that a compiled model (XLA, JAX)
+            meets a handful of shapes instead of one per length.
     Returns:
         np.ndarray of shape (batch_size, *length, ...), dtype as NumPy infers from `inputs`
         (int64 for lists of Python ints; pass arrays to choose another).
@@ -63,14 +67,16 @@ def sequence_padding(inputs, length=None, value=0, seq_dims=1, mode='post'):
         ValueError: `mode` is not 'post'/'pre'; `inputs` is empty (an empty batch); a sample
             has fewer than `seq_dims` dimensions, or trailing dimensions unlike the first
             sample's, or is ragged below its first `seq_dims` dimensions (the message names
-            the sample, or the nested element, and both shapes); `seq_dims` < 1; `length` is
-            negative or has the wrong number of entries.
-        TypeError: `inputs` is not a list-like of sequences (e.g. None or a str); `seq_dims`
-            or an entry of `length` is not an int.
-    Source: bert4keras 0.11.5 `sequence_padding`.
+            the sample, or the nested element, and both shapes); `seq_dims` or
+            `pad_to_multiple_of` < 1; `length` is negative or has the wrong number of entries.
+        TypeError: `inputs` is not a list-like of sequences (e.g. None or a str); `seq_dims`,
+            an entry of `length` or `pad_to_multiple_of` is not an int.
+    Source: bert4keras 0.11.5 `sequence_padding`; `pad_to_multiple_of` as in Hugging Face
+    transformers' tokenizer `pad`.
     """
     where = 'sequence_padding'
     seq_dims = _check_int(where, 'seq_dims', seq_dims, 1)
+    multiple = _check_int(where, 'pad_to_multiple_of', pad_to_multiple_of, 1, allow_none=True)
     if mode not in ('post', 'pre'):
         raise ValueError('mode must be "post" or "pre", got %r' % (mode,))
     if inputs is None or is_string(inputs) or not hasattr(inputs, '__len__'):
@@ -98,6 +104,8 @@ def sequence_padding(inputs, length=None, value=0, seq_dims=1, mode='post'):
         error = ValueError if all(isinstance(n, (int, np.integer)) for n in length) else TypeError
         raise error('length must be a non-negative int or %d of them, got %r' % (seq_dims, length))
     length = [int(n) for n in length]
+    if multiple is not None:
+        length = [-(-n // multiple) * multiple for n in length]
 
     if all(a is not None for a in arrays):
         slices = tuple(np.s_[: length[i]] for i in range(seq_dims))
@@ -493,6 +501,102 @@ def parallel_apply(
     return None
 
 
+def length_sorted_batches(lengths, batch_size, chunk_batches=100, random=True, rng=None, shapes_apart=None):
+    """One epoch's batches, as lists of sample indices, each of samples of similar length.
+
+    With `random=True` the samples are taken in random order `chunk_batches * batch_size` at
+    a time; each chunk is sorted by length (a stable sort: ties stay in random order) and cut
+    into batches of `batch_size`, and then all the batches are shuffled together. A batch
+    padded to its longest sample then pads little, and the order of lengths is random. Only
+    the last batch of the last chunk can be short, and it lands anywhere in the epoch. With
+    `random=False`: consecutive batches in data order (`[0, .., batch_size - 1], ...`).
+
+    Unlike `DataGenerator(bucket_by=...)`, which sorts within a shuffle buffer and shuffles
+    the batches of each buffer among themselves, this needs the whole epoch's lengths (data
+    with a length) and gives batches, not a sample order, so that a short batch stays one.
+
+        class data_generator(DataGenerator):
+            def __iter__(self, random=False):
+                lengths = [len(token_ids) for token_ids, label in self.data]
+                for batch in length_sorted_batches(lengths, self.batch_size, random=random):
+                    token_ids, labels = zip(*(self.data[i] for i in batch))
+                    yield sequence_padding(token_ids, pad_to_multiple_of=8), np.array(labels)
+
+    Args:
+        lengths: a sequence of numbers, sample `i`'s length (e.g. its token count).
+        batch_size: int >= 1.
+        chunk_batches: int >= 1, batches per sorted chunk: larger pads less, smaller keeps
+            more randomness in which samples share a batch.
+        random: bool.
+        rng: None to draw from `np.random` (its global state, as bert4keras 0.11.5), or a
+            `np.random.Generator` / `RandomState`. The draws are `rng.permutation(len(lengths))`
+            then `rng.shuffle` of the list of batches, nothing else (none when `random=False`):
+            e.g. `np.random.default_rng([seed, epoch])` makes each epoch reproducible alone.
+        shapes_apart: None, or a callable: batch (list of indices) -> its padded length(s):
+            the batches are then reordered by `first_two_apart(batches, shapes_apart)`, the
+            old TensorFlow work-around that `DataGenerator.forfit` does not need.
+    Returns:
+        list of lists of int, `ceil(len(lengths) / batch_size)` batches holding every index
+        once.
+    Raises:
+        TypeError: `lengths` has no length; `batch_size` or `chunk_batches` is not an int;
+            `rng` has no `permutation` and `shuffle`; `shapes_apart` is not callable (or None).
+        ValueError: `batch_size` or `chunk_batches` < 1.
+    Source: the length-sorted batching of bert4keras-era scripts and fairseq's size-sorted
+    batches; tf.data's `bucket_by_sequence_length` buckets by fixed boundaries instead.
+    """
+    where = 'length_sorted_batches'
+    batch_size = _check_int(where, 'batch_size', batch_size, 1)
+    chunk_batches = _check_int(where, 'chunk_batches', chunk_batches, 1)
+    if not hasattr(lengths, '__len__') or is_string(lengths):
+        raise TypeError('%s: lengths must be a sequence of numbers, got %r' % (where, lengths))
+    if shapes_apart is not None and not callable(shapes_apart):
+        raise TypeError('%s: shapes_apart must be None or a callable batch -> length(s), got %r' % (where, shapes_apart))
+    lengths = list(lengths)
+    if not random:
+        batches = [list(range(i, min(i + batch_size, len(lengths)))) for i in range(0, len(lengths), batch_size)]
+    else:
+        rng = np.random if rng is None else rng
+        if not (hasattr(rng, 'permutation') and hasattr(rng, 'shuffle')):
+            raise TypeError('%s: rng must be None, a np.random.Generator or a RandomState, got %r' % (where, rng))
+        order = rng.permutation(len(lengths)).tolist()
+        chunk = batch_size * chunk_batches
+        batches = []
+        for start in range(0, len(order), chunk):
+            ids = sorted(order[start : start + chunk], key=lengths.__getitem__)
+            batches += [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
+        rng.shuffle(batches)
+    return batches if shapes_apart is None else first_two_apart(batches, shapes_apart)
+
+
+def first_two_apart(batches, shape):
+    """Reorder `batches` so that the first two differ in every padded length, if any batch does.
+
+    When the second batch shares a length with the first, it trades places with the first
+    later batch that differs from the first in every length; nothing else moves. This was the
+    work-around for Keras' plain-generator adapter on TensorFlow, which fixes the dimensions
+    its first two batches agree on; `DataGenerator.forfit` leaves them open and needs none of
+    it. It stays for scripts whose batch order (and what they train to) was measured with it.
+
+    Args:
+        batches: a list (reordered in place), of anything `shape` takes.
+        shape: callable, batch -> its padded length, or a sequence of them (one per input).
+    Returns:
+        `batches`.
+    """
+    if len(batches) > 2:
+        first = np.atleast_1d(shape(batches[0]))
+
+        def apart(batch):
+            return bool(np.all(np.atleast_1d(shape(batch)) != first))
+
+        if not apart(batches[1]):
+            j = next((j for j in range(2, len(batches)) if apart(batches[j])), None)
+            if j is not None:
+                batches[1], batches[j] = batches[j], batches[1]
+    return batches
+
+
 class DataGenerator:
     """Template for batch generators: subclass it and write `__iter__`.
 
@@ -647,7 +751,7 @@ class DataGenerator:
         """Yield the batches of one epoch; write it in a subclass."""
         raise NotImplementedError
 
-    def forfit(self, random=True):
+    def forfit(self, random=True, skip=0):
         """Endless stream of batches (epoch after epoch) for `model.fit(..., steps_per_epoch=len(gen))`.
 
         An iterator (``next(stream)`` gives the next batch, as bert4keras 0.11.5's generator)
@@ -656,12 +760,19 @@ class DataGenerator:
         the first batches' lengths are (Keras fixes the dimensions that agree in the first
         two batches of a plain generator).
 
+        `skip`: int >= 0, batches of the stream left out at its start, e.g. those of the
+        current epoch that a run resumed from a mid-epoch backup has trained on already (its
+        `__iter__` must then give that epoch's batches again, as with a per-epoch seed).
+
+        Raises:
+            TypeError, ValueError: `skip` is not an int >= 0.
         Raises (when iterated):
             ValueError: `max_empty_passes` (10) passes of `__iter__` in a row yielded nothing
             (empty data, or a one-shot iterator already used up: pass a list or an object whose
             `__iter__` restarts).
         """
-        return _fit_stream_class()(self._batches(random))
+        skip = _check_int('%s.forfit' % type(self).__name__, 'skip', skip, 0)
+        return _fit_stream_class()(itertools.islice(self._batches(random), skip, None))
 
     #: Passes in a row without a batch after which `forfit` gives up (one may be legitimate: an
     #: `__iter__` that yields only inside a data-dependent branch can end a shuffled pass without one).

@@ -9,7 +9,9 @@ import pytest
 
 from bert4keras.snippets import (
     DataGenerator,
+    first_two_apart,
     is_string,
+    length_sorted_batches,
     sequence_padding,
     text_segmentate,
     to_array,
@@ -63,6 +65,22 @@ def test_sequence_padding_errors():
 
 
 # ------------------------------------------------------------------------ truncate_sequences
+
+
+def test_sequence_padding_pad_to_multiple_of():
+    out = sequence_padding([[1, 2, 3, 4, 5], [6]], pad_to_multiple_of=4)
+    np.testing.assert_array_equal(out, [[1, 2, 3, 4, 5, 0, 0, 0], [6, 0, 0, 0, 0, 0, 0, 0]])
+    assert sequence_padding([[1, 2, 3, 4]], pad_to_multiple_of=4).shape == (1, 4)  # already a multiple
+    assert sequence_padding([[1, 2]], length=5, pad_to_multiple_of=8).shape == (1, 8)  # `length` rounds too
+    # seq_dims=2: each padded dimension is rounded on its own (3 -> 4, 5 -> 8), the trailing one is not
+    out = sequence_padding([np.ones((3, 5, 2)), np.ones((1, 2, 2))], seq_dims=2, pad_to_multiple_of=4)
+    assert out.shape == (2, 4, 8, 2) and out.sum() == 3 * 5 * 2 + 1 * 2 * 2
+    # ragged nested lists take the other path through the function
+    assert sequence_padding([[[1], [2, 3]]], seq_dims=2, pad_to_multiple_of=3).shape == (1, 3, 3)
+    with pytest.raises(ValueError, match='pad_to_multiple_of'):
+        sequence_padding([[1]], pad_to_multiple_of=0)
+    with pytest.raises(TypeError, match='pad_to_multiple_of'):
+        sequence_padding([[1]], pad_to_multiple_of=8.0)
 
 
 def test_truncate_sequences_pops_from_the_longest():
@@ -351,6 +369,109 @@ def test_bucket_by_on_an_iterable_and_through_a_batching_subclass():
     batches = _BatchGenerator(data, batch_size=10, buffer_size=50, bucket_by=lambda d: len(d[0]), seed=1)
     shapes = [x.shape for x, _ in batches.__iter__(random=True)]
     assert len(shapes) == 10 and sum(s[0] for s in shapes) == 100
+
+
+def test_forfit_skip_starts_later_in_the_stream():
+    generator = _BatchGenerator(_sst2(5), batch_size=2)  # batches of 2, 2, 1 per epoch
+    sizes = [len(next(generator.forfit(random=False, skip=skip))[1]) for skip in range(5)]
+    assert sizes == [2, 2, 1, 2, 2]  # skip 3 and 4 land in the second epoch
+    first = [row.tolist() for row in next(generator.forfit(random=False, skip=2))[0]]
+    assert first == [_char_ids(_sst2(5)[4][0])]
+    model = _tiny_model()
+    model.fit(generator.forfit(random=False, skip=1), steps_per_epoch=2, epochs=1, shuffle=False, verbose=0)
+    assert int(model.optimizer.iterations) == 2
+    with pytest.raises(ValueError, match='skip'):
+        generator.forfit(skip=-1)
+
+
+# ------------------------------------------------------------------- length_sorted_batches
+
+
+def test_length_sorted_batches_in_order_without_random():
+    assert length_sorted_batches([5, 1, 4, 2, 3], 2, random=False) == [[0, 1], [2, 3], [4]]
+    assert length_sorted_batches([], 2, random=False) == []
+    state = np.random.get_state()[1].copy()
+    length_sorted_batches([5, 1, 4], 2, random=False)
+    assert (np.random.get_state()[1] == state).all()  # no draws
+
+
+def _expected_sorted_batches(lengths, batch_size, chunk_batches, permutation, shuffle):
+    """The documented order built another way: rank-broken sort keys instead of a stable sort,
+    the batches' shuffle as a permutation of their positions."""
+    rank = {int(i): r for r, i in enumerate(permutation)}
+    chunk = batch_size * chunk_batches
+    batches = []
+    for start in range(0, len(permutation), chunk):
+        ids = sorted(permutation[start : start + chunk], key=lambda i: (lengths[i], rank[int(i)]))
+        batches += [[int(i) for i in ids[k : k + batch_size]] for k in range(0, len(ids), batch_size)]
+    return [batches[j] for j in shuffle(len(batches))]
+
+
+@pytest.mark.parametrize('source', ['generator', 'global'])
+def test_length_sorted_batches_sort_chunks_and_shuffle_the_batches(source):
+    lengths = [len(text.split()) for text, _ in _sst2(500)]  # many ties: the random order breaks them
+    if source == 'generator':
+        batches = length_sorted_batches(lengths, 8, 10, rng=np.random.default_rng(11))
+        reference = np.random.default_rng(11)
+    else:  # np.random's global state, as bert4keras 0.11.5
+        np.random.seed(11)
+        batches = length_sorted_batches(lengths, 8, 10)
+        after = np.random.get_state()[1].copy()
+        np.random.seed(11)
+        reference = np.random
+    permutation = reference.permutation(500)
+    expected = _expected_sorted_batches(lengths, 8, 10, permutation, reference.permutation)
+    assert batches == expected
+    if source == 'global':  # exactly those two draws were taken
+        assert (np.random.get_state()[1] == after).all()
+    # Properties: every index once, ceil(500 / 8) batches, one short (500 = 62 * 8 + 4).
+    assert sorted(i for b in batches for i in b) == list(range(500))
+    assert sorted(map(len, batches)) == [4] + [8] * 62
+    # The batches of one chunk (80 samples of the permutation, 10 batches) cover length ranges
+    # that do not overlap; the epoch as a whole is not sorted.
+    chunk_of = {int(i): k // 80 for k, i in enumerate(permutation)}
+    assert all(len({chunk_of[i] for i in b}) == 1 for b in batches)
+    for c in range(7):
+        spans = sorted((min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in batches if chunk_of[b[0]] == c)
+        assert all(hi <= lo for (_, hi), (lo, _) in zip(spans, spans[1:])), spans
+    spans = [(min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in batches]
+    assert spans != sorted(spans)
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    plain = sum(len(b) * max(lengths[i] for i in b) for b in length_sorted_batches(lengths, 8, random=False))
+    assert padded < 0.8 * plain, (padded, plain)
+
+
+def test_length_sorted_batches_seeded_per_epoch_repeats_and_epochs_differ():
+    lengths = list(range(40)) * 2
+    epoch = [length_sorted_batches(lengths, 4, 5, rng=np.random.default_rng([7, e])) for e in (0, 0, 1)]
+    assert epoch[0] == epoch[1] != epoch[2]
+
+
+def test_length_sorted_batches_errors():
+    with pytest.raises(ValueError, match='batch_size'):
+        length_sorted_batches([1, 2], 0)
+    with pytest.raises(TypeError, match='chunk_batches'):
+        length_sorted_batches([1, 2], 2, chunk_batches=1.5)
+    with pytest.raises(TypeError, match='lengths'):
+        length_sorted_batches(None, 2)
+    with pytest.raises(TypeError, match='rng'):
+        length_sorted_batches([1, 2], 2, rng='numpy')
+    with pytest.raises(TypeError, match='shapes_apart'):
+        length_sorted_batches([1, 2], 2, shapes_apart=16)
+
+
+def test_first_two_apart_moves_one_batch_only_when_needed():
+    shapes = [16, 16, 16, 32, 48]
+    assert first_two_apart(list(shapes), lambda s: s) == [16, 32, 16, 16, 48]
+    for unchanged in ([16, 32, 16], [16, 16, 16, 16], [16, 16]):
+        assert first_two_apart(list(unchanged), lambda s: s) == unchanged
+    # Several lengths per batch: the second must differ from the first in every one of them.
+    pairs = [(32, 8), (64, 8), (32, 16), (64, 16), (96, 24)]
+    assert first_two_apart(list(pairs), lambda s: s) == [(32, 8), (64, 16), (32, 16), (64, 8), (96, 24)]
+    # Through length_sorted_batches: batches of indices, padded to multiples of 16.
+    lengths = [10] * 6 + [40] * 2
+    batches = length_sorted_batches(lengths, 2, random=False, shapes_apart=lambda b: -(-max(lengths[i] for i in b) // 16) * 16)
+    assert batches == [[0, 1], [6, 7], [4, 5], [2, 3]]
 
 
 # ------------------------------------------------------------ bert4keras 0.11.5's other helpers
