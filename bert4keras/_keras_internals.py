@@ -130,3 +130,16 @@ def generator_data_adapter():
     from keras.src.trainers.data_adapters.generator_data_adapter import GeneratorDataAdapter
 
     return GeneratorDataAdapter, data_adapter_utils
+
+
+def sublayers(layer):
+    """Every layer inside `layer` (itself first, then nested sublayers, depth first), once each
+    (`Layer._flatten_layers`): Keras 3 has no public iterator over a layer's nested sublayers,
+    e.g. the q/k/v Dense layers inside our MultiHeadAttention."""
+    return list(layer._flatten_layers(include_self=True, recursive=True))
+
+
+def dense_kernel(layer):
+    """The kernel variable of a `keras.layers.Dense` (`Dense._kernel`): with LoRA on, the public
+    `kernel` is the merged value (kernel + adapter), and the variable has no public accessor."""
+    return layer._kernel

@@ -30,6 +30,7 @@ from bert4keras.checkpoints import (
     write_tf_checkpoint,
 )
 from bert4keras.generation import CachedPredictor, FullPredictor, build_step_model
+from bert4keras.lora import DEFAULT_TARGETS, base_weights, checkpoint_weights, enable_lora
 from bert4keras.layers import (
     Activation,
     Add,
@@ -421,7 +422,7 @@ class Transformer:
         for layer_name, specs in mapping.items():
             if layer_name not in self.layers:
                 continue
-            weights = self.layers[layer_name].weights
+            weights = base_weights(self.layers[layer_name])  # LoRA adapters are not in checkpoints
             for weight, spec in zip(weights, map(as_var, specs)):
                 problem = None
                 if spec.name not in reader:
@@ -488,8 +489,8 @@ class Transformer:
         for layer_name, specs in mapping.items():
             if layer_name not in self.layers:
                 continue
-            for weight, spec in zip(self.layers[layer_name].weights, map(as_var, specs)):
-                value = ops.convert_to_numpy(weight)
+            # LoRA adapters merged into their kernels
+            for (_, value), spec in zip(checkpoint_weights(self.layers[layer_name]), map(as_var, specs)):
                 pairs.append((spec, value.astype(dtype) if dtype else value))
         return write_tf_checkpoint(filename, collect_stored(pairs))
 
@@ -2230,6 +2231,9 @@ def build_transformer_model(
     return_keras_model=True,
     allow_pickle=False,
     allow_nonfinite=False,
+    lora_rank=None,
+    lora_alpha=None,
+    lora_targets=None,
     **kwargs,
 ):
     """Build a transformer from a config file and optionally load a checkpoint (bert4keras API).
@@ -2255,6 +2259,12 @@ def build_transformer_model(
             default such files are refused because unpickling can run arbitrary code.
         allow_nonfinite: load checkpoint variables holding NaN or Inf (with a warning); by
             default they are refused, naming the variable (see `load_weights_from_checkpoint`).
+        lora_rank: None, or an int >= 1: after loading, add LoRA adapters of this rank to the
+            ``lora_targets`` Dense layers and freeze every other weight (`bert4keras.lora.enable_lora`;
+            layers added on top of the model later train as usual).
+        lora_alpha: the adapters' scale numerator (scale ``lora_alpha / lora_rank``; default
+            ``lora_rank``). lora_targets: Dense sublayer names or path globs (default
+            ``('q_dense', 'v_dense')``, the attention's query and value projections).
         **kwargs: override config values and set builder options (``with_pool``, ``with_nsp``,
             ``with_mlm``, ``keep_tokens``, ``compound_tokens``, ``segment_vocab_size``,
             ``max_position``, ``hierarchical_position``, ``sequence_length``, ``dropout_rate``,
@@ -2299,6 +2309,8 @@ def build_transformer_model(
     model = model.lower()
     if checkpoint_path is None and (allow_pickle or allow_nonfinite):
         raise TypeError("allow_pickle / allow_nonfinite apply to a checkpoint: without checkpoint_path nothing uses them.")
+    if lora_rank is None and (lora_alpha is not None or lora_targets is not None):
+        raise TypeError("lora_alpha / lora_targets apply to LoRA adapters: without lora_rank nothing uses them.")
     configs = read_config(config_path) if config_path is not None else {}
     _check_config_family(configs, model)
     source = configs.get("_config_path")
@@ -2315,6 +2327,9 @@ def build_transformer_model(
         transformer.load_weights_from_checkpoint(
             checkpoint_path, allow_pickle=allow_pickle, allow_nonfinite=allow_nonfinite
         )
+    if lora_rank is not None:
+        targets = DEFAULT_TARGETS if lora_targets is None else lora_targets
+        enable_lora(transformer.model, lora_rank, targets, alpha=lora_alpha)
     return transformer.model if return_keras_model else transformer
 
 
