@@ -29,7 +29,7 @@ import keras
 from bert4keras.backend import global_pointer_crossentropy, global_pointer_f1_score
 from bert4keras.layers import EfficientGlobalPointer, GlobalPointer
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator, entity_scores, extract_entities, sequence_padding
+from bert4keras.snippets import DataGenerator, entity_scores, extract_entities, length_sorted_batches, sequence_padding
 from bert4keras.tokenizers import Tokenizer, load_vocab
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -145,36 +145,27 @@ def encode(sentences, tokenizer, types, maxlen):
     return encoded
 
 
-class SortedBatches(DataGenerator):
+class data_generator(DataGenerator):
     """(token_ids, segment_ids) -> span labels ``(batch_size, types, length, length)``, padded per
-    batch to a multiple of 8; shuffled batches hold sentences of similar length."""
+    batch to a multiple of 8; shuffled batches hold sentences of similar length (`length_sorted_batches`)."""
 
-    def __init__(self, encoded, num_types, batch_size=32, chunk_batches=100):
+    def __init__(self, encoded, num_types, batch_size=32):
         super().__init__(encoded, batch_size=batch_size)
         self.num_types = num_types
-        self.chunk_batches = chunk_batches
 
     def batches(self, random=False):
-        order = np.random.permutation(len(self.data)) if random else np.arange(len(self.data))
-        batches, chunk = [], self.batch_size * self.chunk_batches
-        for start in range(0, len(order), chunk):
-            idx = order[start:start + chunk]
-            if random:
-                idx = sorted(idx, key=lambda i: len(self.data[i][0]))
-            batches += [idx[i:i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
-        if random:
-            np.random.shuffle(batches)
-        lengths = [-(-max(len(self.data[i][0]) for i in b) // 8) * 8 for b in batches]
-        # Keras fixes a generator's shapes from its first two batches on TensorFlow: make them differ.
-        if len(batches) > 2 and lengths[0] == lengths[1]:
-            j = next((j for j in range(2, len(batches)) if lengths[j] != lengths[0]), None)
-            if j is not None:
-                batches[1], batches[j], lengths[1], lengths[j] = batches[j], batches[1], lengths[j], lengths[1]
-        return list(zip(batches, lengths))
+        """One epoch's batches, as lists of indices into `data` (in data order unless `random`)."""
+        lengths = [len(d[0]) for d in self.data]
+
+        def padded(batch):  # shapes_apart keeps the batch order the README's figures were measured with
+            return -(-max(lengths[i] for i in batch) // 8) * 8
+
+        return length_sorted_batches(lengths, self.batch_size, random=random, shapes_apart=padded)
 
     def __iter__(self, random=False):
-        for batch, length in self.batches(random):
-            token_ids = sequence_padding([self.data[i][0] for i in batch], length=length)
+        for batch in self.batches(random):
+            token_ids = sequence_padding([self.data[i][0] for i in batch], pad_to_multiple_of=8)
+            length = token_ids.shape[1]
             labels = np.zeros((len(batch), self.num_types, length, length), dtype="float32")
             for row, i in enumerate(batch):
                 for t, s, e in self.data[i][1]:
@@ -185,8 +176,8 @@ class SortedBatches(DataGenerator):
 def predict_entities(model, generator, types):
     """Word-level entities ``(start, end, type)`` of every sentence of `generator`, in data order."""
     entities = [None] * len(generator.data)
-    for batch, length in generator.batches(random=False):
-        token_ids = sequence_padding([generator.data[i][0] for i in batch], length=length)
+    for batch in generator.batches(random=False):
+        token_ids = sequence_padding([generator.data[i][0] for i in batch], pad_to_multiple_of=8)
         logits = keras.ops.convert_to_numpy(model.predict_on_batch([token_ids, np.zeros_like(token_ids)]))
         for row, i in enumerate(batch):
             word_ids = generator.data[i][2]
@@ -212,8 +203,8 @@ def main(argv=None):
     test_sentences = load_sentences(os.path.join(args.data_dir, config["test"]), args.test_size)
     types = sorted({t for _, tags in train_sentences for _, _, t in extract_entities(tags)})
     encoder, tokenizer, model_desc = load_encoder(args)
-    train_gen = SortedBatches(encode(train_sentences, tokenizer, types, args.maxlen), len(types), args.batch_size)
-    test_gen = SortedBatches(encode(test_sentences, tokenizer, types, args.maxlen), len(types), args.batch_size)
+    train_gen = data_generator(encode(train_sentences, tokenizer, types, args.maxlen), len(types), args.batch_size)
+    test_gen = data_generator(encode(test_sentences, tokenizer, types, args.maxlen), len(types), args.batch_size)
 
     x = keras.layers.Dropout(0.1, name="NER-Dropout")(encoder.output)
     head = HEADS[args.head](heads=len(types), head_size=args.head_size, name="NER-Pointer")

@@ -24,7 +24,7 @@ import numpy as np
 
 import keras
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator, sequence_padding
+from bert4keras.snippets import DataGenerator, length_sorted_batches, sequence_padding
 from bert4keras.tokenizers import Tokenizer, load_vocab
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,35 +63,23 @@ def load_pairs(filename, limit=0):
     return data[:limit] if limit else data
 
 
-class SortedBatches(DataGenerator):
+class data_generator(DataGenerator):
     """(token_ids, segment_ids) -> labels, padded per batch to a multiple of 8; shuffled batches hold
-    pairs of similar length."""
+    pairs of similar length (`length_sorted_batches`)."""
 
-    def __init__(self, data, tokenizer, maxlen, batch_size=32, chunk_batches=100):
-        super().__init__(data, batch_size=batch_size)
-        self.encoded = [(*tokenizer.encode(s1, s2, maxlen=maxlen), label) for s1, s2, label in data]
-        self.chunk_batches = chunk_batches
+    def __init__(self, data, tokenizer, maxlen, batch_size=32):
+        super().__init__([(*tokenizer.encode(s1, s2, maxlen=maxlen), label) for s1, s2, label in data], batch_size)
 
     def __iter__(self, random=False):
-        order = np.random.permutation(len(self.encoded)) if random else np.arange(len(self.encoded))
-        batches, chunk = [], self.batch_size * self.chunk_batches
-        for start in range(0, len(order), chunk):
-            idx = order[start:start + chunk]
-            if random:
-                idx = sorted(idx, key=lambda i: len(self.encoded[i][0]))
-            batches += [idx[i:i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
-        if random:
-            np.random.shuffle(batches)
-        lengths = [-(-max(len(self.encoded[i][0]) for i in b) // 8) * 8 for b in batches]
-        # Keras fixes a generator's shapes from its first two batches on TensorFlow: make them differ.
-        if len(batches) > 2 and lengths[0] == lengths[1]:
-            j = next((j for j in range(2, len(batches)) if lengths[j] != lengths[0]), None)
-            if j is not None:
-                batches[1], batches[j], lengths[1], lengths[j] = batches[j], batches[1], lengths[j], lengths[1]
-        for batch, length in zip(batches, lengths):
-            token_ids, segment_ids, labels = zip(*(self.encoded[i] for i in batch))
+        lengths = [len(token_ids) for token_ids, _, _ in self.data]
+
+        def padded(batch):  # shapes_apart keeps the batch order the README's figure was measured with
+            return -(-max(lengths[i] for i in batch) // 8) * 8
+
+        for batch in length_sorted_batches(lengths, self.batch_size, random=random, shapes_apart=padded):
+            token_ids, segment_ids, labels = zip(*(self.data[i] for i in batch))
             yield (
-                (sequence_padding(token_ids, length=length), sequence_padding(segment_ids, length=length)),
+                (sequence_padding(token_ids, pad_to_multiple_of=8), sequence_padding(segment_ids, pad_to_multiple_of=8)),
                 np.array(labels, dtype="int32"),
             )
 
@@ -125,8 +113,8 @@ def main(argv=None):
         model_desc = (f"from scratch: layers={args.num_hidden_layers} hidden={args.hidden_size} "
                       f"heads={args.num_attention_heads} intermediate={args.intermediate_size} vocab={len(token_dict)}")
 
-    train_gen = SortedBatches(train_data, tokenizer, args.maxlen, args.batch_size)
-    test_gen = SortedBatches(test_data, tokenizer, args.maxlen, args.batch_size)
+    train_gen = data_generator(train_data, tokenizer, args.maxlen, args.batch_size)
+    test_gen = data_generator(test_data, tokenizer, args.maxlen, args.batch_size)
 
     output = keras.layers.Dropout(0.1, name="Matching-Dropout")(bert.output)
     output = keras.layers.Dense(

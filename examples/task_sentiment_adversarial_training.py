@@ -33,7 +33,7 @@ import numpy as np
 import keras
 from bert4keras.adversarial import adversarial_training
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator, sequence_padding
+from bert4keras.snippets import DataGenerator, length_sorted_batches, sequence_padding
 from bert4keras.tokenizers import Tokenizer, load_vocab
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,34 +70,22 @@ def load_data(zip_path, split, limit=0):
     return data[:limit] if limit else data
 
 
-class SortedBatches(DataGenerator):
-    """((token_ids, segment_ids), labels) batches. Shuffled examples are sorted by length within chunks
-    of 100 batches so that a batch pads little; lengths are rounded up to a multiple of 16 so that XLA
-    and JAX compile a handful of shapes."""
+class data_generator(DataGenerator):
+    """((token_ids, segment_ids), labels) batches of texts of similar length (`length_sorted_batches`),
+    padded to a multiple of 16 tokens so that XLA and JAX compile a handful of shapes."""
 
     def __init__(self, data, tokenizer, maxlen, batch_size=32):
-        super().__init__(data, batch_size=batch_size)
-        self.encoded = [(*tokenizer.encode(text, maxlen=maxlen), label) for text, label in data]
+        super().__init__([(*tokenizer.encode(text, maxlen=maxlen), label) for text, label in data], batch_size)
 
     def __iter__(self, random=False):
-        order = np.random.permutation(len(self.encoded)) if random else np.arange(len(self.encoded))
-        chunk = self.batch_size * 100
-        batches = []
-        for start in range(0, len(order), chunk):
-            idx = order[start:start + chunk]
-            if random:
-                idx = sorted(idx, key=lambda i: len(self.encoded[i][0]))
-            batches += [idx[i:i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
-        if random:
-            np.random.shuffle(batches)
-        lengths = [-(-max(len(self.encoded[i][0]) for i in b) // 16) * 16 for b in batches]
-        # On TensorFlow, Keras fixes a generator's shapes from its first two batches: make their lengths differ.
-        j = next((j for j in range(2, len(batches)) if lengths[j] != lengths[0]), None)
-        if len(batches) > 2 and lengths[0] == lengths[1] and j is not None:
-            batches[1], batches[j], lengths[1], lengths[j] = batches[j], batches[1], lengths[j], lengths[1]
-        for batch, length in zip(batches, lengths):
-            token_ids, segment_ids, labels = zip(*(self.encoded[i] for i in batch))
-            yield ((sequence_padding(token_ids, length=length), sequence_padding(segment_ids, length=length)),
+        lengths = [len(token_ids) for token_ids, _, _ in self.data]
+
+        def padded(batch):  # shapes_apart keeps the batch order the README's figures were measured with
+            return -(-max(lengths[i] for i in batch) // 16) * 16
+
+        for batch in length_sorted_batches(lengths, self.batch_size, random=random, shapes_apart=padded):
+            token_ids, segment_ids, labels = zip(*(self.data[i] for i in batch))
+            yield ((sequence_padding(token_ids, pad_to_multiple_of=16), sequence_padding(segment_ids, pad_to_multiple_of=16)),
                    np.array(labels, dtype="int32"))
 
 
@@ -135,7 +123,7 @@ def main(argv=None):
     vocab = os.path.join(args.data_dir, "vocab", "chinese_bert_vocab.txt")
     token_dict, _ = load_vocab(vocab, simplified=True, startswith=["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
     tokenizer = Tokenizer(token_dict, do_lower_case=True)
-    train_gen, valid_gen, test_gen = (SortedBatches(d, tokenizer, args.maxlen, args.batch_size)
+    train_gen, valid_gen, test_gen = (data_generator(d, tokenizer, args.maxlen, args.batch_size)
                                       for d in (train_data, valid_data, test_data))
 
     model = build_classifier(args, len(token_dict))

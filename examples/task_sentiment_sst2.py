@@ -32,7 +32,7 @@ import numpy as np
 
 import keras
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import BackupAndRestore, DataGenerator, sequence_padding
+from bert4keras.snippets import BackupAndRestore, DataGenerator, length_sorted_batches, sequence_padding
 from bert4keras.tokenizers import Tokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,84 +109,34 @@ def resolve_model(args):
     return model_dir, model_dir, args.vocab or os.path.join(model_dir, "vocab.txt"), do_lower_case
 
 
-class SortedBatches(DataGenerator):
-    """Batches of (token_ids, segment_ids) -> labels, padded per batch.
+class data_generator(DataGenerator):
+    """Batches of (token_ids, segment_ids) -> labels of phrases of similar length (`length_sorted_batches`),
+    padded per batch to a multiple of 8 so that XLA and JAX compile only a handful of shapes (or every
+    batch to `fixed_length`: one compiled shape).
 
-    When shuffling, examples are drawn in chunks of 100 batches and sorted by length inside a chunk, so
-    a batch holds texts of similar length and little padding; the batches are then shuffled. Lengths are
-    padded up to a multiple of 8 so that XLA and JAX compile only a handful of shapes.
+    Shuffled epoch `e` is drawn from `np.random.default_rng([seed, e])`, so it can be drawn again alone:
+    `epoch` counts the shuffled epochs drawn so far, and a run resumed mid-epoch sets it and skips the
+    batches it has trained on (`forfit(skip=...)`).
     """
 
-    def __init__(self, data, tokenizer, maxlen, batch_size=32, chunk_batches=100, seed=0, fixed_length=None):
-        super().__init__(data, batch_size=batch_size)
-        self.encoded = [(*tokenizer.encode(text, maxlen=maxlen), label) for text, label in data]
-        self.chunk_batches = chunk_batches
+    def __init__(self, data, tokenizer, maxlen, batch_size=32, seed=0, fixed_length=None):
+        super().__init__([(*tokenizer.encode(text, maxlen=maxlen), label) for text, label in data], batch_size)
         self.seed = seed
-        self.epoch = 0  # epochs shuffled so far by __iter__(random=True)
-        self.fixed_length = fixed_length  # pad every batch to this length (one compiled shape)
-
-    def padded_length(self, batch):
-        if self.fixed_length:
-            return self.fixed_length
-        return -(-max(len(self.encoded[i][0]) for i in batch) // 8) * 8
-
-    def epoch_batches(self, epoch=None):
-        """Index lists of the batches, in order: the data order when `epoch` is None, else that
-        epoch's shuffle, drawn from `np.random.default_rng([seed, epoch])` (reproducible mid-run)."""
-        random = epoch is not None
-        rng = np.random.default_rng([self.seed, epoch]) if random else None
-        order = rng.permutation(len(self.encoded)) if random else np.arange(len(self.encoded))
-        batches = []
-        chunk = self.batch_size * self.chunk_batches
-        for start in range(0, len(order), chunk):
-            idx = order[start:start + chunk]
-            if random:
-                idx = sorted(idx, key=lambda i: len(self.encoded[i][0]))
-            batches += [idx[i:i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
-        if random:
-            rng.shuffle(batches)
-        return batches
-
-    def stream(self, epoch, skip=0):
-        """Training batches of epoch `epoch` from its batch `skip` on, then the following epochs."""
-        while True:
-            for batch in self.epoch_batches(epoch)[skip:]:
-                yield self.make_batch(batch)
-            epoch, skip = epoch + 1, 0
-
-    def make_batch(self, batch, length=None):
-        token_ids, segment_ids, labels = zip(*(self.encoded[i] for i in batch))
-        length = length or self.padded_length(batch)
-        # A tuple, not a list, of inputs: Keras turns a generator into a tf.data pipeline on TensorFlow.
-        return (
-            (sequence_padding(token_ids, length=length), sequence_padding(segment_ids, length=length)),
-            np.array(labels, dtype="int32"),
-        )
+        self.epoch = 0
+        self.fixed_length = fixed_length
 
     def __iter__(self, random=False):
-        batches = self.epoch_batches(self.epoch if random else None)
+        rng = np.random.default_rng([self.seed, self.epoch]) if random else None
         self.epoch += int(random)
-        lengths = [self.padded_length(batch) for batch in batches]
-        # Keras takes a generator's tensor shapes from its first two batches: on TensorFlow a length
-        # that both share would be fixed for good, so make those two differ when the data allows.
-        if len(batches) > 2 and lengths[0] == lengths[1]:
-            j = next((j for j in range(2, len(batches)) if lengths[j] != lengths[0]), None)
-            if j is not None:
-                batches[1], batches[j], lengths[1], lengths[j] = batches[j], batches[1], lengths[j], lengths[1]
-        for batch, length in zip(batches, lengths):
-            yield self.make_batch(batch, length)
-
-
-def fit_input(stream):
-    """`stream` for `model.fit`. On TensorFlow, Keras fixes a generator's shapes from its first
-    two batches, and a stream resumed mid-epoch may start with two batches of one length: there
-    it is wrapped in a tf.data pipeline whose sequence length is left free."""
-    if keras.backend.backend() != "tensorflow":
-        return stream
-    import tensorflow as tf
-
-    ids = tf.TensorSpec((None, None), "int32")
-    return tf.data.Dataset.from_generator(lambda: stream, output_signature=((ids, ids), tf.TensorSpec((None,), "int32")))
+        lengths = [len(token_ids) for token_ids, _, _ in self.data]
+        multiple = None if self.fixed_length else 8
+        for batch in length_sorted_batches(lengths, self.batch_size, random=random, rng=rng):
+            token_ids, segment_ids, labels = zip(*(self.data[i] for i in batch))
+            yield (
+                (sequence_padding(token_ids, self.fixed_length, pad_to_multiple_of=multiple),
+                 sequence_padding(segment_ids, self.fixed_length, pad_to_multiple_of=multiple)),
+                np.array(labels, dtype="int32"),
+            )
 
 
 def main(argv=None):
@@ -204,9 +154,9 @@ def main(argv=None):
 
     tokenizer = Tokenizer(vocab_path, do_lower_case=do_lower_case)
     fixed = args.maxlen if args.tiny else None  # tiny runs are short: one shape, one compilation
-    train_gen = SortedBatches(train_data, tokenizer, args.maxlen, args.batch_size, seed=args.seed, fixed_length=fixed)
-    valid_gen = SortedBatches(valid_data, tokenizer, args.maxlen, args.batch_size, fixed_length=fixed) if valid_data else None
-    test_gen = SortedBatches(test_data, tokenizer, args.maxlen, args.batch_size, fixed_length=fixed)
+    train_gen = data_generator(train_data, tokenizer, args.maxlen, args.batch_size, seed=args.seed, fixed_length=fixed)
+    valid_gen = data_generator(valid_data, tokenizer, args.maxlen, args.batch_size, fixed_length=fixed) if valid_data else None
+    test_gen = data_generator(test_data, tokenizer, args.maxlen, args.batch_size, fixed_length=fixed)
 
     if args.tiny:
         bert = build_transformer_model(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
@@ -250,8 +200,9 @@ def main(argv=None):
     phases = [(epoch, skip)] if skip else []
     phases += [(epoch + bool(skip), 0)] if epoch + bool(skip) < args.epochs else []
     for first, skip in phases:
+        train_gen.epoch = first  # the shuffle of epoch `first`, from its batch `skip` on
         model.fit(
-            fit_input(train_gen.stream(first, skip)),
+            train_gen.forfit(skip=skip),
             steps_per_epoch=steps - skip,
             shuffle=False,  # the stream is shuffled
             initial_epoch=first,

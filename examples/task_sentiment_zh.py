@@ -23,7 +23,7 @@ import numpy as np
 
 import keras
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator, sequence_padding
+from bert4keras.snippets import DataGenerator, length_sorted_batches, sequence_padding
 from bert4keras.tokenizers import Tokenizer, load_vocab
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,47 +62,23 @@ def load_data(zip_path, split, limit=0):
     return data[:limit] if limit else data
 
 
-class SortedBatches(DataGenerator):
-    """Batches of (token_ids, segment_ids) -> labels, padded per batch.
+class data_generator(DataGenerator):
+    """((token_ids, segment_ids), labels) batches of texts of similar length (`length_sorted_batches`),
+    padded to a multiple of 16 tokens so that XLA and JAX compile a handful of shapes."""
 
-    When shuffling, examples are drawn in chunks of 100 batches and sorted by length inside a chunk, so
-    a batch holds texts of similar length and little padding; the batches are then shuffled. Lengths are
-    padded up to a multiple of 16 so that XLA and JAX compile only a handful of shapes.
-    """
-
-    def __init__(self, data, tokenizer, maxlen, batch_size=32, chunk_batches=100):
-        super().__init__(data, batch_size=batch_size)
-        self.encoded = [(*tokenizer.encode(text, maxlen=maxlen), label) for text, label in data]
-        self.chunk_batches = chunk_batches
-
-    def padded_length(self, batch):
-        return -(-max(len(self.encoded[i][0]) for i in batch) // 16) * 16
+    def __init__(self, data, tokenizer, maxlen, batch_size=32):
+        super().__init__([(*tokenizer.encode(text, maxlen=maxlen), label) for text, label in data], batch_size)
 
     def __iter__(self, random=False):
-        order = np.random.permutation(len(self.encoded)) if random else np.arange(len(self.encoded))
-        batches = []
-        chunk = self.batch_size * self.chunk_batches
-        for start in range(0, len(order), chunk):
-            idx = order[start:start + chunk]
-            if random:
-                idx = sorted(idx, key=lambda i: len(self.encoded[i][0]))
-            batches += [idx[i:i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
-        if random:
-            np.random.shuffle(batches)
-        lengths = [self.padded_length(batch) for batch in batches]
-        # Keras takes a generator's tensor shapes from its first two batches: on TensorFlow a length
-        # that both share would be fixed for good, so make those two differ when the data allows.
-        if len(batches) > 2 and lengths[0] == lengths[1]:
-            j = next((j for j in range(2, len(batches)) if lengths[j] != lengths[0]), None)
-            if j is not None:
-                batches[1], batches[j], lengths[1], lengths[j] = batches[j], batches[1], lengths[j], lengths[1]
-        for batch, length in zip(batches, lengths):
-            token_ids, segment_ids, labels = zip(*(self.encoded[i] for i in batch))
-            # A tuple, not a list, of inputs: Keras turns a generator into a tf.data pipeline on TensorFlow.
-            yield (
-                (sequence_padding(token_ids, length=length), sequence_padding(segment_ids, length=length)),
-                np.array(labels, dtype="int32"),
-            )
+        lengths = [len(token_ids) for token_ids, _, _ in self.data]
+
+        def padded(batch):  # shapes_apart keeps the batch order the README's figures were measured with
+            return -(-max(lengths[i] for i in batch) // 16) * 16
+
+        for batch in length_sorted_batches(lengths, self.batch_size, random=random, shapes_apart=padded):
+            token_ids, segment_ids, labels = zip(*(self.data[i] for i in batch))
+            yield ((sequence_padding(token_ids, pad_to_multiple_of=16), sequence_padding(segment_ids, pad_to_multiple_of=16)),
+                   np.array(labels, dtype="int32"))
 
 
 def resolve_settings(args):
@@ -175,9 +151,9 @@ def main(argv=None):
     test_data = load_data(zip_path, "test", args.test_size)
 
     tokenizer, vocab_size = make_tokenizer(vocab_path, pretrained)
-    train_gen = SortedBatches(train_data, tokenizer, args.maxlen, args.batch_size)
-    valid_gen = SortedBatches(valid_data, tokenizer, args.maxlen, args.batch_size)
-    test_gen = SortedBatches(test_data, tokenizer, args.maxlen, args.batch_size)
+    train_gen = data_generator(train_data, tokenizer, args.maxlen, args.batch_size)
+    valid_gen = data_generator(valid_data, tokenizer, args.maxlen, args.batch_size)
+    test_gen = data_generator(test_data, tokenizer, args.maxlen, args.batch_size)
 
     model, model_desc = build_classifier(args, vocab_size)
     compile_classifier(model, lr, total_steps=len(train_gen) * epochs, metrics=["accuracy"])

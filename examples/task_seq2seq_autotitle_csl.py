@@ -35,7 +35,9 @@ import keras
 from keras import ops
 from bert4keras.layers import Loss
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import AutoRegressiveDecoder, DataGenerator, sequence_padding
+from bert4keras.snippets import (
+    AutoRegressiveDecoder, DataGenerator, first_two_apart, length_sorted_batches, sequence_padding,
+)
 from bert4keras.tokenizers import Tokenizer, load_vocab
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,30 +77,18 @@ def load_data(path, limit=0):
     return data[:limit] if limit else data
 
 
-class LengthSortedGenerator(DataGenerator):
-    """`sample(random=True)` shuffles, then sorts by length (of each sample's first field) within chunks
-    of 20 batches, so that a batch holds samples of similar length and little padding."""
-
-    def sample(self, random=False):
-        order = np.arange(len(self.data))
-        if random:
-            order = np.random.permutation(len(self.data))
-            chunk = 20 * self.batch_size
-            batches = []
-            for start in range(0, len(order), chunk):
-                idx = sorted(order[start:start + chunk], key=lambda i: len(self.data[i][0]))
-                batches += [idx[i:i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
-            np.random.shuffle(batches)
-            order = [i for batch in batches for i in batch]
-        for n, i in enumerate(order):
-            yield n + 1 == len(order), self.data[i]
-
-
-class data_generator(LengthSortedGenerator):
+class data_generator(DataGenerator):
     """Batches of [token_ids, segment_ids] of `[CLS] abstract [SEP] title [SEP]`, from `data` =
     [(token_ids, segment_ids)], padded to a multiple of 32 tokens so compiled backends see a handful
-    of shapes. No labels: the loss layer reads its targets from token_ids.
+    of shapes. No labels: the loss layer reads its targets from token_ids. Shuffled, the samples come
+    in the order of `length_sorted_batches` (chunks of 20 batches), so that a batch pads little.
     """
+
+    def sample(self, random=False):
+        lengths = [len(token_ids) for token_ids, _ in self.data]
+        order = [i for batch in length_sorted_batches(lengths, self.batch_size, 20, random=random) for i in batch]
+        for n, i in enumerate(order):
+            yield n + 1 == len(order), self.data[i]
 
     def __iter__(self, random=False):
         batches, batch_token_ids, batch_segment_ids = [], [], []
@@ -106,22 +96,12 @@ class data_generator(LengthSortedGenerator):
             batch_token_ids.append(token_ids)
             batch_segment_ids.append(segment_ids)
             if len(batch_token_ids) == self.batch_size or is_end:
-                length = -(-max(map(len, batch_token_ids)) // 32) * 32
                 # a 1-tuple (inputs,): Keras then trains on the inputs alone, on every backend
-                batches.append(((sequence_padding(batch_token_ids, length), sequence_padding(batch_segment_ids, length)),))
+                batches.append(((sequence_padding(batch_token_ids, pad_to_multiple_of=32),
+                                 sequence_padding(batch_segment_ids, pad_to_multiple_of=32)),))
                 batch_token_ids, batch_segment_ids = [], []
-        yield from shapes_apart(batches)
-
-
-def shapes_apart(batches):
-    """Put a batch that differs from the first in every padded length second. Keras on TensorFlow takes
-    a generator's shapes from its first two batches, and fixes a length that they share for good."""
-    lengths = [[x.shape[1] for x in batch[0]] for batch in batches]
-    for j in range(1, len(batches)):
-        if all(a != b for a, b in zip(lengths[0], lengths[j])):
-            batches[1], batches[j] = batches[j], batches[1]
-            break
-    return batches
+        # first_two_apart keeps the batch order the README's figures were measured with
+        yield from first_two_apart(batches, lambda batch: batch[0][0].shape[1])
 
 
 class CrossEntropy(Loss):

@@ -23,8 +23,9 @@ task_seq2seq_autotitle_csl.py. Choose the backend with KERAS_BACKEND=tensorflow|
 """
 
 import argparse
+import collections
+import math
 import os
-import sys
 import time
 
 import numpy as np
@@ -33,11 +34,10 @@ import keras
 from keras import ops
 from bert4keras.layers import Loss
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import AutoRegressiveDecoder, sequence_padding
+from bert4keras.snippets import (
+    AutoRegressiveDecoder, DataGenerator, first_two_apart, length_sorted_batches, sequence_padding,
+)
 from bert4keras.tokenizers import SpTokenizer
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from task_seq2seq_autotitle_csl import LengthSortedGenerator, load_data, score, shapes_apart  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,19 +67,32 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def padded(batch, multiple, value):
-    """`sequence_padding` to the batch's longest rounded up to `multiple`: few shapes to compile."""
-    return sequence_padding(batch, -(-max(map(len, batch)) // multiple) * multiple, value=value)
+def load_data(path, limit=0):
+    """[(title, abstract)] from a CSL `to title\tabstract\ttitle` file."""
+    data = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            _, abstract, title = line.rstrip("\n").split("\t")
+            data.append((title, abstract))
+    return data[:limit] if limit else data
 
 
-class data_generator(LengthSortedGenerator):
+class data_generator(DataGenerator):
     """Batches of (encoder token ids, decoder token ids) from `data` = [(abstract ids, title ids)],
     both ending with </s>; the decoder's input starts with the pad id, T5's decoder start token.
-    Shuffled batches hold abstracts of similar length (see `LengthSortedGenerator`)."""
+    Each is padded to the batch's longest rounded up to a multiple (32, 8): few shapes to compile.
+    Shuffled, the samples come in the order of `length_sorted_batches` (chunks of 20 batches, by
+    abstract length), so that a batch pads little."""
 
     def __init__(self, data, pad_id, batch_size=32):
         super().__init__(data, batch_size=batch_size)
         self.pad_id = pad_id
+
+    def sample(self, random=False):
+        lengths = [len(c_token_ids) for c_token_ids, _ in self.data]
+        order = [i for batch in length_sorted_batches(lengths, self.batch_size, 20, random=random) for i in batch]
+        for n, i in enumerate(order):
+            yield n + 1 == len(order), self.data[i]
 
     def __iter__(self, random=False):
         batches, batch_c_token_ids, batch_t_token_ids = [], [], []
@@ -88,9 +101,11 @@ class data_generator(LengthSortedGenerator):
             batch_t_token_ids.append([self.pad_id] + t_token_ids)
             if len(batch_c_token_ids) == self.batch_size or is_end:
                 # a 1-tuple (inputs,): Keras then trains on the inputs alone, on every backend
-                batches.append(((padded(batch_c_token_ids, 32, self.pad_id), padded(batch_t_token_ids, 8, self.pad_id)),))
+                batches.append(((sequence_padding(batch_c_token_ids, value=self.pad_id, pad_to_multiple_of=32),
+                                 sequence_padding(batch_t_token_ids, value=self.pad_id, pad_to_multiple_of=8)),))
                 batch_c_token_ids, batch_t_token_ids = [], []
-        yield from shapes_apart(batches)
+        # first_two_apart keeps the batch order the README's figures were measured with
+        yield from first_two_apart(batches, lambda batch: [x.shape[1] for x in batch[0]])
 
 
 class CrossEntropy(Loss):
@@ -128,6 +143,71 @@ class AutoTitle(AutoRegressiveDecoder):
     def generate(self, context, topk=1):
         output_ids = self.beam_search([context], topk=topk)
         return self.tokenizer.decode([int(i) for i in output_ids[1:]])  # the start token dropped
+
+
+# --------------------------------------------------------------------- metrics (character level)
+# Chinese titles have no spaces, so the units are characters (as bert4keras's CSL example, which
+# joined characters with spaces before calling the `rouge` and `nltk` packages). Both scores are
+# per title and averaged; an empty prediction scores 0.
+
+
+def chars(text):
+    """Lowercased characters without whitespace: the tokenizer lowercases, and decode may add spaces."""
+    return [c for c in text.lower() if not c.isspace()]
+
+
+def lcs_length(a, b):
+    """Length of the longest common subsequence of sequences a and b (dynamic programming)."""
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        curr = [0]
+        for j, y in enumerate(b):
+            curr.append(prev[j] + 1 if x == y else max(prev[j + 1], curr[j]))
+        prev = curr
+    return prev[-1]
+
+
+def rouge_l(hyp, ref):
+    """ROUGE-L F1 (Lin 2004, beta = 1): LCS over hypothesis and reference lengths. Equals
+    `rouge_score`'s rougeL fmeasure with a character tokenizer."""
+    lcs = lcs_length(hyp, ref)
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(hyp), lcs / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def bleu(hyp, ref, max_n=4, epsilon=0.1):
+    """Sentence BLEU-4 (Papineni et al. 2002) with one reference: geometric mean of the clipped
+    n-gram precisions (n = 1..4) times the brevity penalty; a zero count is replaced by `epsilon`
+    ("smoothing 1" of Chen & Cherry 2014). Equals nltk's `sentence_bleu(..., smoothing_function=
+    SmoothingFunction().method1)`, which bert4keras's example used."""
+
+    def ngrams(tokens, n):
+        return collections.Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+
+    if not hyp:
+        return 0.0
+    log_precision = 0.0
+    for n in range(1, max_n + 1):
+        hyp_ngrams, ref_ngrams = ngrams(hyp, n), ngrams(ref, n)
+        matches = sum(min(count, ref_ngrams[g]) for g, count in hyp_ngrams.items())
+        if n == 1 and matches == 0:
+            return 0.0
+        total = max(1, sum(hyp_ngrams.values()))
+        log_precision += math.log((matches or epsilon) / total) / max_n
+    brevity = 1.0 if len(hyp) > len(ref) else math.exp(1 - len(ref) / len(hyp))
+    return brevity * math.exp(log_precision)
+
+
+def score(pairs):
+    """Mean character-level ROUGE-L F1 and BLEU-4 of [(predicted title, reference title)]."""
+    rouge, bleu_ = [], []
+    for pred, title in pairs:
+        hyp, ref = chars(pred), chars(title)
+        rouge.append(rouge_l(hyp, ref) if hyp else 0.0)
+        bleu_.append(bleu(hyp, ref))
+    return {"rouge-l": float(np.mean(rouge)), "bleu": float(np.mean(bleu_))}
 
 
 def main(argv=None):
@@ -183,7 +263,7 @@ def main(argv=None):
     contexts = []
     for i in range(0, len(dev_ids), 32):
         batch = dev_ids[i:i + 32]
-        states = t5.encoder.predict(padded(batch, 32, pad_id), verbose=0)
+        states = t5.encoder.predict(sequence_padding(batch, value=pad_id, pad_to_multiple_of=32), verbose=0)
         contexts += [c[:-(-len(ids) // 32) * 32] for c, ids in zip(states, batch)]
     autotitle = AutoTitle(t5.predictor(max_length=args.title_maxlen + 1), tokenizer,
                           start_id=pad_id, end_id=tokenizer._token_end_id, maxlen=args.title_maxlen)
