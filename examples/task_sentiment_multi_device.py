@@ -23,7 +23,7 @@ that do best on the valid split restored before testing), with every batch split
 real there too: on TensorFlow with `tf.config.set_logical_device_configuration` before any op runs, on JAX
 by adding `--xla_force_host_platform_device_count=N` to XLA_FLAGS before jax is imported. XLA reads that flag
 once, when jax is first imported, and TensorFlow fixes its logical devices when its runtime starts; this is
-why keras, tensorflow and jax (and task_sentiment_zh, which imports keras) are imported inside `main()`,
+why keras, tensorflow and jax (and bert4keras, which imports keras) are imported inside the functions,
 after the arguments are parsed and the environment set, and not at the top of this module. For the same
 reason, `main()` must run in a process that has not imported jax or started TensorFlow yet.
 
@@ -41,7 +41,7 @@ command on every host; `list_devices()` then returns the devices of all hosts an
 each process its share of every global batch.
 
 Data: <data-dir>/zh/sentiment.zip, members sentiment/sentiment.{train,valid,test}.data (`text\\tlabel`),
-read in place with task_sentiment_zh.load_data; vocab: <data-dir>/vocab/chinese_bert_vocab.txt. With
+read in place; vocab: <data-dir>/vocab/chinese_bert_vocab.txt. With
 --config/--checkpoint it fine-tunes an official Chinese BERT instead of training a small one from scratch.
 """
 
@@ -52,11 +52,11 @@ import os
 import re
 import sys
 import time
+import zipfile
 
 import numpy as np
 
-EXAMPLES = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(EXAMPLES)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args(argv=None):
@@ -148,6 +148,61 @@ def tf_strategy(tpu):
     return tf.distribute.TPUStrategy(resolver)
 
 
+def load_data(zip_path, split, limit=0):
+    """[(text, label)] of one split, read from the zip in place."""
+    with zipfile.ZipFile(zip_path) as z:
+        lines = z.read(f"sentiment/sentiment.{split}.data").decode("utf-8").splitlines()
+    data = [(text, int(label)) for text, label in (line.rsplit("\t", 1) for line in lines)]
+    return data[:limit] if limit else data
+
+
+def make_tokenizer(args):
+    """(tokenizer, vocab_size, epochs, lr): a checkpoint's vocab as it is (fine-tuned 2 epochs at
+    2e-5 by default), or for a model trained from scratch the vocab simplified (3 epochs at 1e-3)."""
+    from bert4keras.tokenizers import Tokenizer, load_vocab
+
+    pretrained = bool(args.checkpoint)
+    if pretrained and not args.config:
+        raise SystemExit("--checkpoint needs --config")
+    vocab_path = args.vocab or os.path.join(args.data_dir, "vocab", "chinese_bert_vocab.txt")
+    epochs, lr = args.epochs or (2 if pretrained else 3), args.lr or (2e-5 if pretrained else 1e-3)
+    if pretrained:
+        return Tokenizer(vocab_path, do_lower_case=True), None, epochs, lr
+    # A randomly initialised model has no use for the ~7,500 [unused], ## and foreign-script tokens.
+    token_dict, _ = load_vocab(vocab_path, simplified=True, startswith=["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
+    return Tokenizer(token_dict, do_lower_case=True), len(token_dict), epochs, lr
+
+
+def build_and_compile(args, vocab_size, lr, total_steps):
+    """(model, description): BERT pooled [CLS] -> Dropout -> Dense(2, softmax), as in task_sentiment_zh.py,
+    compiled with AdamW (weight decay 0.01, not on biases and norms), 10% linear warmup, cosine decay."""
+    import keras
+    from bert4keras.models import build_transformer_model
+
+    if args.checkpoint:
+        bert = build_transformer_model(args.config, args.checkpoint, model="bert", with_pool=True)
+        desc = f"pretrained {args.checkpoint}"
+    else:
+        bert = build_transformer_model(None, None, model="bert", with_pool=True, vocab_size=vocab_size,
+                                       hidden_size=args.hidden_size, num_hidden_layers=args.num_hidden_layers,
+                                       num_attention_heads=args.num_attention_heads,
+                                       intermediate_size=args.intermediate_size, hidden_act="gelu",
+                                       max_position=args.maxlen, dropout_rate=0.1)
+        desc = (f"from scratch: layers={args.num_hidden_layers} hidden={args.hidden_size} heads={args.num_attention_heads} "
+                f"intermediate={args.intermediate_size} vocab={vocab_size}")
+    x = keras.layers.Dropout(0.1, name="Classifier-Dropout")(bert.output)
+    init = keras.initializers.TruncatedNormal(stddev=0.02)
+    model = keras.Model(bert.inputs, keras.layers.Dense(2, "softmax", kernel_initializer=init, name="Classifier-Dense")(x))
+    warmup = max(1, total_steps // 10)
+    schedule = keras.optimizers.schedules.CosineDecay(0.0, max(1, total_steps - warmup), warmup_target=lr,
+                                                      warmup_steps=warmup)
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=0.01)
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    # Weighted, so that the zero-weight rows padding valid and test up to whole batches do not count.
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
+    return model, desc
+
+
 def encode(data, tokenizer, maxlen):
     """[(text, label)] -> (token_ids, segment_ids, labels): int32 arrays of shapes (n, maxlen) x2 and (n,)."""
     from bert4keras.snippets import sequence_padding
@@ -204,10 +259,6 @@ def main(argv=None):
     # Only now: these imports fix the device list (see the module docstring).
     import keras
 
-    if EXAMPLES not in sys.path:
-        sys.path.insert(0, EXAMPLES)
-    from task_sentiment_zh import build_classifier, compile_classifier, load_data, make_tokenizer, resolve_settings
-
     if keras.backend.backend() != backend:
         raise SystemExit(f"expected Keras to pick the {backend} backend, it picked {keras.backend.backend()}: "
                          "set KERAS_BACKEND=tensorflow or jax explicitly")
@@ -230,7 +281,6 @@ def main(argv=None):
           f"{args.batch_size_per_device} per device x {replicas}", flush=True)
 
     keras.utils.set_random_seed(args.seed)
-    pretrained, epochs, lr, vocab_path = resolve_settings(args)
 
     zip_path = os.path.join(args.data_dir, "zh", "sentiment.zip")
     train_data = load_data(zip_path, "train", args.train_size)
@@ -241,15 +291,13 @@ def main(argv=None):
         raise SystemExit(f"{len(train_data)} training texts make no full global batch of {global_batch}: "
                          "raise --train-size or lower --batch-size-per-device")
 
-    tokenizer, vocab_size = make_tokenizer(vocab_path, pretrained)
+    tokenizer, vocab_size, epochs, lr = make_tokenizer(args)
     train = train_dataset(encode(train_data, tokenizer, args.maxlen), global_batch, args.seed)
     valid = eval_dataset(encode(valid_data, tokenizer, args.maxlen), global_batch)
     test = eval_dataset(encode(test_data, tokenizer, args.maxlen), global_batch)
 
     with scope:
-        model, model_desc = build_classifier(args, vocab_size)
-        # Weighted, so that the zero-weight rows padding valid and test up to whole batches do not count.
-        compile_classifier(model, lr, total_steps=steps_per_epoch * epochs, weighted_metrics=["accuracy"])
+        model, model_desc = build_and_compile(args, vocab_size, lr, total_steps=steps_per_epoch * epochs)
 
     best = keras.callbacks.EarlyStopping(
         monitor="val_accuracy", mode="max", patience=1, restore_best_weights=True, verbose=1)
