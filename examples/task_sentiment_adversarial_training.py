@@ -1,9 +1,12 @@
-"""Chinese sentiment classification with adversarial training (FGM) on the token embeddings.
+"""Chinese sentiment classification with adversarial training on the token embeddings: FGM or its
+first-order form, a gradient penalty.
 
-The Keras 3 port of bert4keras 0.11.5's task_iflytek_adversarial_training.py, on bert4keras's Chinese
-sentiment set: each step perturbs the embedding matrix by epsilon * g / ||g|| (g the loss's gradient
-there), takes the training step at the perturbed point and leaves the matrix as the optimizer made it
-(Miyato et al. 2017; kexue.fm/archives/7234). bert4keras's one line after compile,
+The Keras 3 port of bert4keras 0.11.5's task_iflytek_adversarial_training.py and
+task_iflytek_gradient_penalty.py, on bert4keras's Chinese sentiment set (kexue.fm/archives/7234).
+
+--method fgm (the default): each step perturbs the embedding matrix by epsilon * g / ||g|| (g the loss's
+gradient there), takes the training step at the perturbed point and leaves the matrix as the optimizer
+made it (Miyato et al. 2017). bert4keras's one line after compile,
 
     adversarial_training(model, 'Embedding-Token', 0.5)
 
@@ -11,12 +14,25 @@ becomes one line before it:
 
     model = adversarial_training(model, 'Embedding-Token', 0.5)
 
+--method gradient_penalty: the loss is cross-entropy + 0.5 * epsilon * ||d cross-entropy / d e||^2, e the
+token embeddings of the batch, one row per position. bert4keras's custom loss,
+
+    loss=loss_with_gradient_penalty  (K.gradients(loss, [embeddings]) inside a Keras 2 loss)
+
+becomes a model that computes the penalty in its training step, before compile (Keras 3's sparse
+cross-entropy is twice differentiable, so the script's own version is not needed):
+
+    model = gradient_penalty(model, 'Embedding-Token', epsilon=1)
+    model.compile(loss='sparse_categorical_crossentropy', ...)
+
 No Chinese pretrained BERT ships offline, so a small BERT (2 layers, hidden 128, the Google Chinese vocab
-simplified) is trained from scratch; --no-adversarial trains the same model without FGM, for comparison.
-Its embeddings start small (rows of norm ~0.2: 128 entries of std ~0.02), and bert4keras's 0.5, chosen for a
-pretrained BERT base, keeps it at the constant prediction it starts from (so does 0.1); the default is 0.01.
+simplified) is trained from scratch; --no-adversarial trains the same model without either, for
+comparison. Its embeddings start small (rows of norm ~0.2: 128 entries of std ~0.02), so bert4keras's
+sizes, chosen for a pretrained BERT base, keep it at the constant prediction it starts from (FGM 0.5 and
+0.1, penalty 1); the defaults are 0.01 (FGM) and 0.03 (penalty).
 
     python examples/task_sentiment_adversarial_training.py [--no-adversarial] [--epsilon 0.01]
+    python examples/task_sentiment_adversarial_training.py --method gradient_penalty [--epsilon 0.03]
 
 Data: <data-dir>/zh/sentiment.zip (sentiment/sentiment.{train,valid,test}.data, `text\\tlabel`), read in
 place; vocab: <data-dir>/vocab/chinese_bert_vocab.txt. The weights that do best on the valid split are
@@ -31,7 +47,7 @@ import zipfile
 import numpy as np
 
 import keras
-from bert4keras.adversarial import adversarial_training
+from bert4keras.adversarial import adversarial_training, gradient_penalty
 from bert4keras.models import build_transformer_model
 from bert4keras.snippets import DataGenerator, length_sorted_batches, sequence_padding
 from bert4keras.tokenizers import Tokenizer, load_vocab
@@ -43,10 +59,12 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=os.environ.get("BERT4KERAS_DATA", os.path.join(REPO, "..", "shared", "data")),
                    help="folder holding zh/sentiment.zip and vocab/ (default: $BERT4KERAS_DATA or <repo>/../shared/data)")
-    p.add_argument("--epsilon", type=float, default=0.01,
-                   help="size of the perturbation (bert4keras: 0.5, for BERT base; here 0.5 and 0.1 leave the "
-                        "small model at chance)")
-    p.add_argument("--no-adversarial", action="store_true", help="train without FGM (the baseline)")
+    p.add_argument("--method", choices=["fgm", "gradient_penalty"], default="fgm")
+    p.add_argument("--epsilon", type=float, default=None,
+                   help="FGM: size of the perturbation, default 0.01 (bert4keras: 0.5, for BERT base; here 0.5 and "
+                        "0.1 leave the small model at chance); gradient_penalty: weight of the penalty, default "
+                        "0.03 (bert4keras: 1, which leaves the small model at chance)")
+    p.add_argument("--no-adversarial", action="store_true", help="train without either (the baseline)")
     p.add_argument("--maxlen", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--epochs", type=int, default=3)
@@ -59,7 +77,10 @@ def parse_args(argv=None):
     p.add_argument("--hidden-size", type=int, default=128)
     p.add_argument("--num-attention-heads", type=int, default=2)
     p.add_argument("--intermediate-size", type=int, default=512)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.epsilon is None:
+        args.epsilon = 0.01 if args.method == "fgm" else 0.03
+    return args
 
 
 def load_data(zip_path, split, limit=0):
@@ -128,7 +149,8 @@ def main(argv=None):
 
     model = build_classifier(args, len(token_dict))
     if not args.no_adversarial:
-        model = adversarial_training(model, "Embedding-Token", epsilon=args.epsilon)
+        wrap = adversarial_training if args.method == "fgm" else gradient_penalty
+        model = wrap(model, "Embedding-Token", epsilon=args.epsilon)
     model.compile(optimizer=optimizer(args.lr, len(train_gen) * args.epochs),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     best = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=1,
@@ -137,7 +159,8 @@ def main(argv=None):
               validation_data=valid_gen.forfit(random=False), validation_steps=len(valid_gen), callbacks=[best])
     _, test_accuracy = model.evaluate(test_gen.forfit(random=False), steps=len(test_gen), verbose=0)
     wall = time.time() - start
-    technique = "none" if args.no_adversarial else f"FGM epsilon={args.epsilon}"
+    method = "FGM" if args.method == "fgm" else "gradient penalty"
+    technique = "none" if args.no_adversarial else f"{method} epsilon={args.epsilon}"
     print(f"sentiment (zh) test accuracy: {test_accuracy:.4f} ({len(test_data)} texts; best valid accuracy "
           f"{best.best:.4f} at epoch {best.best_epoch + 1}) | adversarial: {technique} | wall time: {wall:.0f}s "
           f"| backend: {keras.backend.backend()}")

@@ -1,5 +1,5 @@
-"""The four examples built on bert4keras.adversarial, end to end with tiny settings on the current
-backend, each in a subprocess (as a user runs them): they train, print their result line, and the
+"""The examples built on bert4keras.adversarial (FGM and the gradient penalty are one script), end to
+end with tiny settings on the current backend, each in a subprocess (as a user runs them): they train, print their result line, and the
 integrated-gradients one explains its sentences. A few seconds to a minute each.
 """
 
@@ -44,8 +44,9 @@ def test_adversarial_training_example(off):
 
 
 def test_gradient_penalty_example():
-    out = run_example("task_sentiment_gradient_penalty.py", *TRAINING, "--train-size", "64")
-    check_accuracy_line(out, r"gradient penalty: epsilon=0\.03")
+    out = run_example("task_sentiment_adversarial_training.py", *TRAINING, "--train-size", "64",
+                      "--method", "gradient_penalty")
+    check_accuracy_line(out, r"adversarial: gradient penalty epsilon=0\.03")
 
 
 def test_virtual_adversarial_training_example():
