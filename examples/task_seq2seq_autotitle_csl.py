@@ -19,13 +19,11 @@ Data: <data-dir>/zh/csl_ts_{test,dev}.tsv (`to title\tabstract\ttitle`, 1000 row
 the CSL benchmark's train split is not among them, so we train on `test` and evaluate on `dev`);
 vocab: <data-dir>/vocab/chinese_bert_vocab.txt, simplified by `load_vocab(..., simplified=True)` (13,584
 tokens; from scratch, further cut to the ~4,000 that occur in the training pairs).
-Scores: character-level ROUGE-L F1 and BLEU-4 averaged over the dev titles (see `rouge_l`, `bleu`).
+Scores: character-level ROUGE-L F1 and BLEU-4 averaged over the dev titles (`bert4keras.metrics`).
 Choose the backend with KERAS_BACKEND=tensorflow|jax|torch.
 """
 
 import argparse
-import collections
-import math
 import os
 import time
 
@@ -34,6 +32,7 @@ import numpy as np
 import keras
 from keras import ops
 from bert4keras.layers import Loss
+from bert4keras.metrics import rouge_l, sentence_bleu
 from bert4keras.models import build_transformer_model
 from bert4keras.snippets import (
     AutoRegressiveDecoder, DataGenerator, first_two_apart, length_sorted_batches, sequence_padding,
@@ -142,69 +141,18 @@ class AutoTitle(AutoRegressiveDecoder):
         return self.tokenizer.decode(output_ids)
 
 
-# --------------------------------------------------------------------- metrics (character level)
-# Chinese titles have no spaces, so the units are characters (as bert4keras's CSL example, which
-# joined characters with spaces before calling the `rouge` and `nltk` packages). Both scores are
-# per title and averaged; an empty prediction scores 0.
-
-
-def chars(text):
-    """Lowercased characters without whitespace: the tokenizer lowercases, and decode may add spaces."""
-    return [c for c in text.lower() if not c.isspace()]
-
-
-def lcs_length(a, b):
-    """Length of the longest common subsequence of sequences a and b (dynamic programming)."""
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        curr = [0]
-        for j, y in enumerate(b):
-            curr.append(prev[j] + 1 if x == y else max(prev[j + 1], curr[j]))
-        prev = curr
-    return prev[-1]
-
-
-def rouge_l(hyp, ref):
-    """ROUGE-L F1 (Lin 2004, beta = 1): LCS over hypothesis and reference lengths. Equals
-    `rouge_score`'s rougeL fmeasure with a character tokenizer."""
-    lcs = lcs_length(hyp, ref)
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(hyp), lcs / len(ref)
-    return 2 * precision * recall / (precision + recall)
-
-
-def bleu(hyp, ref, max_n=4, epsilon=0.1):
-    """Sentence BLEU-4 (Papineni et al. 2002) with one reference: geometric mean of the clipped
-    n-gram precisions (n = 1..4) times the brevity penalty; a zero count is replaced by `epsilon`
-    ("smoothing 1" of Chen & Cherry 2014). Equals nltk's `sentence_bleu(..., smoothing_function=
-    SmoothingFunction().method1)`, which bert4keras's example used."""
-
-    def ngrams(tokens, n):
-        return collections.Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
-
-    if not hyp:
-        return 0.0
-    log_precision = 0.0
-    for n in range(1, max_n + 1):
-        hyp_ngrams, ref_ngrams = ngrams(hyp, n), ngrams(ref, n)
-        matches = sum(min(count, ref_ngrams[g]) for g, count in hyp_ngrams.items())
-        if n == 1 and matches == 0:
-            return 0.0
-        total = max(1, sum(hyp_ngrams.values()))
-        log_precision += math.log((matches or epsilon) / total) / max_n
-    brevity = 1.0 if len(hyp) > len(ref) else math.exp(1 - len(ref) / len(hyp))
-    return brevity * math.exp(log_precision)
-
-
+# Chinese titles have no spaces, so the units are characters (as bert4keras's CSL example, which joined
+# characters with spaces before calling the `rouge` and `nltk` packages). Both scores are per title and
+# averaged; an empty prediction scores 0.
 def score(pairs):
-    """Mean character-level ROUGE-L F1 and BLEU-4 of [(predicted title, reference title)]."""
-    rouge, bleu_ = [], []
+    """Mean character-level ROUGE-L F1 and BLEU-4 of [(predicted title, reference title)], over lowercased
+    characters without whitespace (the tokenizer lowercases, and decode may add spaces)."""
+    rouge, bleu = [], []
     for pred, title in pairs:
-        hyp, ref = chars(pred), chars(title)
+        hyp, ref = ([c for c in text.lower() if not c.isspace()] for text in (pred, title))
         rouge.append(rouge_l(hyp, ref) if hyp else 0.0)
-        bleu_.append(bleu(hyp, ref))
-    return {"rouge-l": float(np.mean(rouge)), "bleu": float(np.mean(bleu_))}
+        bleu.append(sentence_bleu(hyp, ref))
+    return {"rouge-l": float(np.mean(rouge)), "bleu": float(np.mean(bleu))}
 
 
 def main(argv=None):
