@@ -76,6 +76,20 @@ def load_data(path, limit=0):
     return data[:limit] if limit else data
 
 
+# Chinese titles have no spaces, so the units are characters (as bert4keras's CSL example, which joined
+# characters with spaces before calling the `rouge` and `nltk` packages). Both scores are per title and
+# averaged; an empty prediction scores 0.
+def score(pairs):
+    """Mean character-level ROUGE-L F1 and BLEU-4 of [(predicted title, reference title)], over lowercased
+    characters without whitespace (the tokenizer lowercases, and decode may add spaces)."""
+    rouge, bleu = [], []
+    for pred, title in pairs:
+        hyp, ref = ([c for c in text.lower() if not c.isspace()] for text in (pred, title))
+        rouge.append(rouge_l(hyp, ref) if hyp else 0.0)
+        bleu.append(sentence_bleu(hyp, ref))
+    return {"rouge-l": float(np.mean(rouge)), "bleu": float(np.mean(bleu))}
+
+
 class data_generator(DataGenerator):
     """Batches of (encoder token ids, decoder token ids) from `data` = [(abstract ids, title ids)],
     both ending with </s>; the decoder's input starts with the pad id, T5's decoder start token.
@@ -142,20 +156,6 @@ class AutoTitle(AutoRegressiveDecoder):
     def generate(self, context, topk=1):
         output_ids = self.beam_search([context], topk=topk)
         return self.tokenizer.decode([int(i) for i in output_ids[1:]])  # the start token dropped
-
-
-# Chinese titles have no spaces, so the units are characters (as bert4keras's CSL example, which joined
-# characters with spaces before calling the `rouge` and `nltk` packages). Both scores are per title and
-# averaged; an empty prediction scores 0.
-def score(pairs):
-    """Mean character-level ROUGE-L F1 and BLEU-4 of [(predicted title, reference title)], over lowercased
-    characters without whitespace (the tokenizer lowercases, and decode may add spaces)."""
-    rouge, bleu = [], []
-    for pred, title in pairs:
-        hyp, ref = ([c for c in text.lower() if not c.isspace()] for text in (pred, title))
-        rouge.append(rouge_l(hyp, ref) if hyp else 0.0)
-        bleu.append(sentence_bleu(hyp, ref))
-    return {"rouge-l": float(np.mean(rouge)), "bleu": float(np.mean(bleu))}
 
 
 def main(argv=None):
