@@ -6,6 +6,7 @@ mappings in `models.py` rely on.
 """
 
 import math
+import warnings
 
 import keras
 from keras import ops
@@ -33,6 +34,24 @@ def _first_mask(mask):
 def _keras_mask(x):
     """The Keras mask a symbolic tensor carries (None without one)."""
     return getattr(x, "_keras_mask", None)
+
+
+def _with_sublayer_dtypes(layer, config):
+    """``config`` of a layer built from sublayers (attention, feed-forward, ...), whose ``dtype``
+    becomes a `keras.dtype_policies.DTypePolicyMap` of the quantized sublayers' policies (by
+    path) once `Model.quantize` has quantized some: the reloaded layer passes it to the
+    sublayers it builds (``dtype=self.dtype_policy``), which then build quantized weights, so a
+    quantized model round-trips through ``.keras``. Unchanged otherwise (a reloaded map is
+    serialized as it is)."""
+    if isinstance(layer.dtype_policy, keras.dtype_policies.DTypePolicyMap):
+        return config
+    quantized = [sub for sub in internals.sublayers(layer)[1:] if sub.quantization_mode is not None]
+    if quantized:
+        policies = keras.dtype_policies.DTypePolicyMap(default_policy=layer.dtype_policy)
+        for sub in quantized:
+            policies[sub.path] = sub.dtype_policy
+        config["dtype"] = keras.dtype_policies.serialize(policies)
+    return config
 
 
 class NodeAccessors:
@@ -77,6 +96,22 @@ class NodeAccessors:
     def get_output_mask_at(self, node_index):
         return keras.tree.map_structure(_keras_mask, self.get_output_at(node_index))
 
+    def quantize(self, mode=None, type_check=True, config=None):
+        """Nothing to quantize: `Model.quantize` calls this on every layer without sublayers, and
+        ours keep their weights (norms, position tables, CRF transitions) in float. `Dense` and
+        `Embedding` override it with Keras' quantization."""
+
+
+def _keras_quantize(keras_class, layer, mode, config):
+    """``keras_class.quantize`` on ``layer``, a subclass whose call is the Keras class's (Keras
+    refuses subclasses by default), without the two warnings Keras' quantizers raise on every
+    layer: NumPy 2's about keras Variable's ``__array__`` lacking ``copy``, and torch's about
+    ``x.T`` of a batched tensor."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"__array__ implementation doesn't accept a copy keyword")
+        warnings.filterwarnings("ignore", message=r"The use of `x\.T` on tensors of dimension other than 2")
+        keras_class.quantize(layer, mode, type_check=False, config=config)
+
 
 @register
 class Add(NodeAccessors, keras.layers.Add):
@@ -97,6 +132,10 @@ class Add(NodeAccessors, keras.layers.Add):
 @register
 class Dense(NodeAccessors, keras.layers.Dense):
     """`keras.layers.Dense` with Keras 2's node accessors."""
+
+    def quantize(self, mode=None, type_check=True, config=None):
+        """Keras' `Dense.quantize` (``'int8'``, ``'int4'``, ``'float8'``, ...): this class's call is Dense's."""
+        _keras_quantize(keras.layers.Dense, self, mode, config)
 
 
 @register
@@ -153,12 +192,23 @@ class Embedding(NodeAccessors, keras.layers.ReversibleEmbedding):
         self.pad_id = pad_id
         self.supports_masking = True
 
+    def _checked(self, inputs, mode):
+        if mode == "dense":
+            return inputs
+        if inputs.dtype not in ("int32", "int64"):
+            inputs = ops.cast(inputs, "int32")
+        return checked_ids(inputs, self.input_dim, "%s ids" % self.name)
+
     def call(self, inputs, mode="embedding"):
-        if mode != "dense":
-            if inputs.dtype not in ("int32", "int64"):
-                inputs = ops.cast(inputs, "int32")
-            inputs = checked_ids(inputs, self.input_dim, "%s ids" % self.name)
-        return super().call(inputs, reverse=(mode == "dense"))
+        return super().call(self._checked(inputs, mode), reverse=(mode == "dense"))
+
+    def quantize(self, mode=None, type_check=True, config=None):
+        """Keras' `ReversibleEmbedding.quantize` (``'int8'``, ``'int4'``): the table and, tied, the
+        output projection. Keras refuses subclasses; this one's quantized call follows."""
+        _keras_quantize(keras.layers.ReversibleEmbedding, self, mode, config)
+
+    def quantized_call(self, inputs, mode="embedding"):
+        return super().quantized_call(self._checked(inputs, mode), reverse=(mode == "dense"))
 
     def compute_output_spec(self, inputs, mode="embedding"):
         return super().compute_output_spec(inputs, reverse=(mode == "dense"))
@@ -339,23 +389,26 @@ class LayerNormalization(NodeAccessors, keras.layers.Layer):
             self.gamma = self.add_weight(name="gamma", shape=(dim,), initializer="ones")
         if self.conditional:
             if self.hidden_units is not None:
-                self.hidden_dense = keras.layers.Dense(
+                self.hidden_dense = Dense(
                     self.hidden_units,
                     activation=get_activation(self.hidden_activation),
                     use_bias=False,
                     kernel_initializer=self.hidden_initializer,
                     name="hidden_dense",
+                    dtype=self.dtype_policy,
                 )
                 self.hidden_dense.build(cond_shape)
                 cond_shape = cond_shape[:-1] + (self.hidden_units,)
             if self.center:
-                self.beta_dense = keras.layers.Dense(
-                    dim, use_bias=False, kernel_initializer="zeros", name="beta_dense"
+                self.beta_dense = Dense(
+                    dim, use_bias=False, kernel_initializer="zeros", name="beta_dense",
+                    dtype=self.dtype_policy,
                 )
                 self.beta_dense.build(cond_shape)
             if self.scale:
-                self.gamma_dense = keras.layers.Dense(
-                    dim, use_bias=False, kernel_initializer="zeros", name="gamma_dense"
+                self.gamma_dense = Dense(
+                    dim, use_bias=False, kernel_initializer="zeros", name="gamma_dense",
+                    dtype=self.dtype_policy,
                 )
                 self.gamma_dense.build(cond_shape)
 
@@ -399,7 +452,7 @@ class LayerNormalization(NodeAccessors, keras.layers.Layer):
 
     def get_config(self):
         return {
-            **super().get_config(),
+            **_with_sublayer_dtypes(self, super().get_config()),
             "center": self.center,
             "scale": self.scale,
             "epsilon": self.epsilon,
@@ -476,11 +529,12 @@ class MultiHeadAttention(NodeAccessors, keras.layers.Layer):
 
     def build(self, input_shape):
         def dense(units, name, shape):
-            layer = keras.layers.Dense(
+            layer = Dense(
                 units,
                 use_bias=self.use_bias,
                 kernel_initializer=self.kernel_initializer,
                 name=name,
+                dtype=self.dtype_policy,
             )
             layer.build(shape)
             return layer
@@ -490,7 +544,7 @@ class MultiHeadAttention(NodeAccessors, keras.layers.Layer):
         self.k_dense = dense(self.key_size * self.heads, "k_dense", k_shape)
         self.v_dense = dense(self.head_size * self.heads, "v_dense", v_shape)
         self.o_dense = dense(self.out_dim, "o_dense", v_shape[:-1] + (self.head_size * self.heads,))
-        self.dropout = keras.layers.Dropout(self.attention_dropout, name="attention_dropout")
+        self.dropout = Dropout(self.attention_dropout, name="attention_dropout", dtype=self.dtype_policy)
 
     def _split_heads(self, x, size):
         # (batch_size, seq_len, heads * size) -> (batch_size, seq_len, heads, size)
@@ -587,7 +641,7 @@ class MultiHeadAttention(NodeAccessors, keras.layers.Layer):
 
     def get_config(self):
         return {
-            **super().get_config(),
+            **_with_sublayer_dtypes(self, super().get_config()),
             "heads": self.heads,
             "head_size": self.head_size,
             "out_dim": self.out_dim,
@@ -630,20 +684,22 @@ class FeedForward(NodeAccessors, keras.layers.Layer):
         input_shape = tuple(input_shape)
         self.inner_denses = []
         for i, activation in enumerate(self.activation):
-            layer = keras.layers.Dense(
+            layer = Dense(
                 self.units,
                 activation=get_activation(activation),
                 use_bias=self.use_bias,
                 kernel_initializer=self.kernel_initializer,
                 name=f"i{i}_dense",
+                dtype=self.dtype_policy,
             )
             layer.build(input_shape)
             self.inner_denses.append(layer)
-        self.o_dense = keras.layers.Dense(
+        self.o_dense = Dense(
             input_shape[-1],
             use_bias=self.use_bias,
             kernel_initializer=self.kernel_initializer,
             name="o_dense",
+            dtype=self.dtype_policy,
         )
         self.o_dense.build(input_shape[:-1] + (self.units,))
 
@@ -659,7 +715,7 @@ class FeedForward(NodeAccessors, keras.layers.Layer):
     def get_config(self):
         activation = self.activation[0] if len(self.activation) == 1 else self.activation
         return {
-            **super().get_config(),
+            **_with_sublayer_dtypes(self, super().get_config()),
             "units": self.units,
             "activation": activation,
             "use_bias": self.use_bias,
@@ -1062,11 +1118,12 @@ class GlobalPointer(NodeAccessors, keras.layers.Layer):
         self.supports_masking = True
 
     def build(self, input_shape):
-        self.dense = keras.layers.Dense(
+        self.dense = Dense(
             self.heads * self.head_size * 2,
             use_bias=self.use_bias,
             kernel_initializer=self.kernel_initializer,
             name="dense",
+            dtype=self.dtype_policy,
         )
         self.dense.build(_first_shape(input_shape))
 
@@ -1094,7 +1151,7 @@ class GlobalPointer(NodeAccessors, keras.layers.Layer):
 
     def get_config(self):
         return {
-            **super().get_config(),
+            **_with_sublayer_dtypes(self, super().get_config()),
             "heads": self.heads,
             "head_size": self.head_size,
             "RoPE": self.RoPE,
@@ -1124,12 +1181,14 @@ class EfficientGlobalPointer(GlobalPointer):
 
     def build(self, input_shape):
         x_shape = _first_shape(input_shape)
-        self.p_dense = keras.layers.Dense(
-            self.head_size * 2, use_bias=self.use_bias, kernel_initializer=self.kernel_initializer, name="p_dense"
+        self.p_dense = Dense(
+            self.head_size * 2, use_bias=self.use_bias, kernel_initializer=self.kernel_initializer, name="p_dense",
+            dtype=self.dtype_policy,
         )
         self.p_dense.build(x_shape)
-        self.q_dense = keras.layers.Dense(
-            self.heads * 2, use_bias=self.use_bias, kernel_initializer=self.kernel_initializer, name="q_dense"
+        self.q_dense = Dense(
+            self.heads * 2, use_bias=self.use_bias, kernel_initializer=self.kernel_initializer, name="q_dense",
+            dtype=self.dtype_policy,
         )
         self.q_dense.build(x_shape[:-1] + (self.head_size * 2,))
 

@@ -630,6 +630,22 @@ class TransformerModel(keras.Model):
     def test_on_batch(self, x, *args, **kwargs):
         return self._guarded(super().test_on_batch, x, *args, **kwargs)
 
+    def quantize(self, mode=None, config=None, filters=None, **kwargs):
+        """Keras' `Model.quantize` (``'int8'``, ``'int4'``, ``'float8'``, ...) over the layers that
+        can be quantized: the Dense layers (inside attention and feed-forward blocks too), the
+        token embeddings and, tied to them, the LM head; norms, position tables and the like
+        stay in float. Without ``filters`` the layers Keras cannot quantize (inputs) are skipped
+        instead of warned about one by one. A quantized model saves and reloads as ``.keras``.
+        """
+        if filters is None:
+            filters = _quantizable
+        return super().quantize(mode, config=config, filters=filters, **kwargs)
+
+
+def _quantizable(layer):
+    """Whether ``layer`` implements Keras' `quantize` (Dense, Embedding, EinsumDense, ...)."""
+    return type(layer).quantize is not keras.layers.Layer.quantize
+
 
 def _row_lengths(value, limit=6):
     """The first lengths of a nested list's rows, for a message."""
