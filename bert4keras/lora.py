@@ -82,7 +82,7 @@ def enable_lora(model, rank, targets=DEFAULT_TARGETS, alpha=None, trainable_laye
     layers = internals.sublayers(model)
     kept = []
     for pattern in trainable_layers:
-        found = [layer for layer in layers if _matches(pattern, layer.path)]
+        found = [layer for layer in layers if _matches(pattern, layer.path or layer.name)]
         if not found:
             raise ValueError(f"enable_lora: trainable layer {pattern!r} matches no layer of {model.name!r}.")
         kept += found

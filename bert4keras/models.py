@@ -638,12 +638,15 @@ class TransformerModel(keras.Model):
         instead of warned about one by one. A quantized model saves and reloads as ``.keras``.
         """
         if filters is None:
-            filters = _quantizable
+            filters = quantizable
         return super().quantize(mode, config=config, filters=filters, **kwargs)
 
 
-def _quantizable(layer):
-    """Whether ``layer`` implements Keras' `quantize` (Dense, Embedding, EinsumDense, ...)."""
+def quantizable(layer):
+    """Whether ``layer`` implements Keras' `quantize` (Dense, Embedding, ..., and ours): a
+    ``filters`` for `Model.quantize` on a model composed around ours, e.g.
+    ``classifier.quantize('int8', filters=quantizable)``, so that Keras does not warn once per
+    input or dropout layer."""
     return type(layer).quantize is not keras.layers.Layer.quantize
 
 

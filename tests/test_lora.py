@@ -63,6 +63,15 @@ def test_lora_model_starts_as_its_base_and_trains_only_the_adapters(checkpoint, 
     assert {p for p in adapter_paths() if p.endswith("_b")} | head <= changed
 
 
+def test_trainable_layers_stay_trainable():
+    bert = build_transformer_model(**TINY_BERT, with_pool=True)
+    enable_lora(bert, 2, trainable_layers=("Pooler-Dense",))
+    assert {v.path for v in bert.trainable_weights} == \
+        adapter_paths() | {"Pooler-Dense/kernel", "Pooler-Dense/bias"}
+    with pytest.raises(ValueError, match="'Pooler' matches no layer"):
+        enable_lora(build_transformer_model(**TINY_BERT), 2, trainable_layers=("Pooler",))
+
+
 def test_targets_by_name_or_path_glob(checkpoint):
     bert = build_transformer_model(**TINY_BERT, lora_rank=2, lora_targets=("*FeedForward/o_dense", "k_dense"))
     paths = set(lora_weights(bert))
@@ -154,3 +163,25 @@ def test_adapter_file_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
         save_lora_weights(bert, path)
     assert open(path, "rb").read() == saved
     assert os.listdir(tmp_path) == ["adapter.safetensors"]
+
+
+@pytest.mark.slow
+def test_sst2_example_trains_lora_adapters_and_tests_the_quantized_model():
+    import re
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = [sys.executable, os.path.join(repo, "examples", "task_sentiment_sst2.py"), "--tiny", "--train-size", "128",
+               "--batch-size", "16", "--maxlen", "32", "--valid-size", "0", "--test-size", "32",
+               "--lora-rank", "4", "--quantize", "int8"]
+    result = subprocess.run(command, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trainable, total = (int(n.replace(",", "")) for n in
+                        re.search(r"trainable parameters: ([\d,]+) of ([\d,]+)", result.stdout).groups())
+    # LoRA on q/v of 2 blocks (hidden 32, rank 4), the pooler and the classifier
+    assert trainable == 2 * 2 * (32 * 4 + 4 * 32) + (32 * 32 + 32) + (32 * 2 + 2)
+    assert total > 10 * trainable
+    assert re.search(r"SST-2 test accuracy, int8-quantized: [\d.]+ \(float: [\d.]+\)", result.stdout)
+    assert "does not have a `quantize`" not in result.stderr
