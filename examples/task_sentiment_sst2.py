@@ -14,6 +14,11 @@ run (batches are shuffled per epoch from --seed, so the data order is reproducib
 
     python examples/task_sentiment_sst2.py --backup-dir /tmp/sst2_backup --backup-steps 200 --resume
 
+LoRA and quantization (bert4keras.lora; Keras' Model.quantize):
+
+    python examples/task_sentiment_sst2.py --lora-rank 8        # adapters on q/v, the encoder frozen
+    python examples/task_sentiment_sst2.py --quantize int8      # also test the int8-quantized model
+
 --tiny trains a small random BERT (2 layers, hidden 32; MiniLM's vocabulary; batches padded to
 --maxlen) instead, for tests.
 
@@ -31,7 +36,8 @@ import time
 import numpy as np
 
 import keras
-from bert4keras.models import build_transformer_model
+from bert4keras.lora import enable_lora
+from bert4keras.models import build_transformer_model, quantizable
 from bert4keras.snippets import BackupAndRestore, DataGenerator, length_sorted_batches, sequence_padding
 from bert4keras.tokenizers import Tokenizer
 
@@ -51,7 +57,8 @@ def parse_args(argv=None):
     p.add_argument("--maxlen", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (linear warm-up, cosine decay)")
+    p.add_argument("--lr", type=float, help="peak learning rate (linear warm-up, cosine decay); default 1e-4, "
+                                           "with --lora-rank 1e-3")
     p.add_argument("--train-size", type=int, default=30000,
                    help="number of training phrases sampled from the 60614 (0: all)")
     p.add_argument("--valid-size", type=int, default=1000,
@@ -66,6 +73,11 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true",
                    help="continue from the backup in --backup-dir if there is one (else start afresh)")
     p.add_argument("--save-weights", help="write the final model weights (and optimizer state) to this .weights.h5")
+    p.add_argument("--lora-rank", type=int,
+                   help="train LoRA adapters of this rank on the attention's query and value projections "
+                        "(and the pooler and classifier) instead of every weight")
+    p.add_argument("--quantize", choices=["int8", "int4"],
+                   help="after training, quantize the model (Keras' Model.quantize) and test it again")
     p.add_argument("--dtype-policy", default="float32", choices=["float32", "mixed_bfloat16", "mixed_float16"],
                    help="Keras dtype policy: mixed_* computes in 16 bits with float32 weights (and float32 "
                         "softmax/LayerNorm); mixed_float16 adds loss scaling")
@@ -74,6 +86,10 @@ def parse_args(argv=None):
         p.error("--resume needs --backup-dir")
     if args.backup_steps < 1:
         p.error("--backup-steps must be >= 1")
+    if args.lora_rank is not None and args.lora_rank < 1:
+        p.error("--lora-rank must be >= 1")
+    if args.lr is None:
+        args.lr = 1e-3 if args.lora_rank else 1e-4
     return args
 
 
@@ -171,6 +187,11 @@ def main(argv=None):
         name="Classifier-Dense",
     )(output)
     model = keras.Model(bert.inputs, output)
+    if args.lora_rank:
+        enable_lora(bert, args.lora_rank, trainable_layers=("Pooler-Dense",))
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+    total = sum(int(np.prod(v.shape)) for v in model.weights)
+    print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
 
     total_steps = len(train_gen) * args.epochs
     warmup_steps = max(1, total_steps // 10)
@@ -217,6 +238,10 @@ def main(argv=None):
         shutil.rmtree(args.backup_dir)  # training finished: nothing left to resume
     _, test_accuracy = model.evaluate(test_gen.forfit(random=False), steps=len(test_gen), verbose=0)
     wall = time.time() - start
+    if args.quantize:
+        model.quantize(args.quantize, filters=quantizable)  # Dense and Embedding layers, silently
+        _, quantized_accuracy = model.evaluate(test_gen.forfit(random=False), steps=len(test_gen), verbose=0)
+        print(f"SST-2 test accuracy, {args.quantize}-quantized: {quantized_accuracy:.4f} (float: {test_accuracy:.4f})")
 
     print(
         f"SST-2 test accuracy: {test_accuracy:.4f} ({len(test_data)} sentences) | wall time: {wall:.0f}s | "
@@ -224,7 +249,8 @@ def main(argv=None):
     )
     print(
         f"settings: model={checkpoint_path} train_size={len(train_data)} epochs={args.epochs} "
-        f"batch_size={args.batch_size} maxlen={args.maxlen} lr={args.lr} seed={args.seed}"
+        f"batch_size={args.batch_size} maxlen={args.maxlen} lr={args.lr} seed={args.seed} "
+        f"lora_rank={args.lora_rank} trainable_parameters={trainable}"
     )
     return test_accuracy
 
