@@ -9,9 +9,11 @@ API, which lives in `bert4keras.keras_backend`; from bert4keras, that module imp
 re-exports the bert4keras additions `infinity`, `set_infinity`, `symbolic`, `reshape`, `flatten`).
 """
 
+import contextlib
 import functools
 import math
 import os
+import threading
 
 import keras
 import numpy as np
@@ -557,6 +559,21 @@ def check_token_ids(token_ids, vocab_size, name="token_ids"):
         )
 
 
+_unchecked = threading.local()
+
+
+@contextlib.contextmanager
+def unchecked_ids():
+    """Within it, `checked_ids` returns ids unchecked: for tracing a graph that cannot call back to
+    Python, such as a SavedModel exported from JAX (`TransformerModel.export`)."""
+    depth = getattr(_unchecked, "depth", 0)
+    _unchecked.depth = depth + 1
+    try:
+        yield
+    finally:
+        _unchecked.depth = depth
+
+
 def checked_ids(ids, vocab_size, name):
     """``ids`` (an int tensor) after checking that every id is in ``[0, vocab_size)``.
 
@@ -574,6 +591,8 @@ def checked_ids(ids, vocab_size, name):
         ids: int tensor, any shape. vocab_size: int. name: str, e.g. ``"Embedding-Token: token_ids"``.
     Returns: ``ids`` (TensorFlow graphs: an identity depending on the assertion).
     """
+    if getattr(_unchecked, "depth", 0):
+        return ids
     backend = keras.backend.backend()
     if backend == "jax":
         import jax

@@ -19,7 +19,7 @@ import numpy as np
 from keras import ops
 
 from bert4keras import _keras_internals as internals
-from bert4keras.backend import check_token_ids, get_activation
+from bert4keras.backend import check_token_ids, get_activation, unchecked_ids
 from bert4keras.checkpoints import (
     CheckpointReader,
     T,
@@ -520,16 +520,8 @@ class TransformerModel(keras.Model):
 
     @functools.cached_property
     def _id_inputs(self):
-        """``{input index: (input name, rows)}`` for the inputs that feed an `Embedding` directly
-        (read once from the graph, which does not change)."""
-        found = {}
-        for layer in self.layers:
-            if isinstance(layer, Embedding):
-                for node in internals.inbound_nodes(layer):
-                    for i, x in enumerate(self.inputs):
-                        if not node.is_input and node.arguments.args and node.arguments.args[0] is x:
-                            found[i] = (x.name, layer.input_dim)
-        return found
+        """``{input index: (input name, rows)}`` (read once from the graph, which does not change)."""
+        return id_inputs(self)
 
     @functools.cached_property
     def _max_position(self):
@@ -630,6 +622,12 @@ class TransformerModel(keras.Model):
     def test_on_batch(self, x, *args, **kwargs):
         return self._guarded(super().test_on_batch, x, *args, **kwargs)
 
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
+        """Keras' `Model.export`; a TF SavedModel gets our serving signature (see `export_saved_model`)."""
+        if format == "tf_saved_model" and input_signature is None:
+            return export_saved_model(self, filepath, verbose=verbose, **kwargs)
+        return super().export(filepath, format=format, verbose=verbose, input_signature=input_signature, **kwargs)
+
     def quantize(self, mode=None, config=None, filters=None, **kwargs):
         """Keras' `Model.quantize` (``'int8'``, ``'int4'``, ``'float8'``, ...) over the layers that
         can be quantized: the Dense layers (inside attention and feed-forward blocks too), the
@@ -640,6 +638,74 @@ class TransformerModel(keras.Model):
         if filters is None:
             filters = quantizable
         return super().quantize(mode, config=config, filters=filters, **kwargs)
+
+
+def id_inputs(model):
+    """``{input index: (input name, rows)}`` for the inputs of a functional ``model`` that feed an
+    `Embedding` directly (token ids, segment ids, ...)."""
+    found = {}
+    for layer in model.layers:
+        if isinstance(layer, Embedding):
+            for node in internals.inbound_nodes(layer):
+                for i, x in enumerate(model.inputs):
+                    if not node.is_input and node.arguments.args and node.arguments.args[0] is x:
+                        found[i] = (x.name, layer.input_dim)
+    return found
+
+
+def export_saved_model(model, filepath, verbose=None, **kwargs):
+    """Export a functional model built from ours (the `TransformerModel`, or a classifier composed
+    around it) as a TF SavedModel for serving (TensorFlow and JAX backends), via Keras' `export`.
+
+    The serving signature (``serving_default``, also the ``serve`` endpoint) takes the inputs by
+    Keras' sanitised names (``Input_Token``, ``Input_Segment``, ...): the inputs that hold ids as
+    int32 ``(batch_size, seq_len)``, other inputs (T5's decoder context) in their own dtype. On JAX
+    inputs of one group share one symbolic length (BERT's token and segment ids; T5's encoder and
+    decoder ids apart; jax2tf otherwise treats them as unrelated lengths and refuses to add the
+    token and segment embeddings) and ids are not
+    checked inside the exported graph (it cannot call back to Python; TensorFlow's keeps its
+    assertion). Load it with ``tf.saved_model.load(path)``; bert4keras is not needed there.
+
+    Args:
+        model: a built functional `keras.Model`. filepath: the SavedModel directory.
+        **kwargs: passed to `keras.Model.export` (e.g. ``jax2tf_kwargs``).
+    Raises:
+        NotImplementedError: on the torch backend, whose SavedModel export needs torch_xla
+            (StableHLO), which has no wheel for the pinned CPU torch; export from TensorFlow or
+            JAX (the weights are the same: ``model.save_weights`` and load them there).
+    """
+    backend = keras.backend.backend()
+    if backend == "torch":
+        raise NotImplementedError(
+            "A TF SavedModel cannot be exported from the torch backend here: Keras does it through torch_xla "
+            "(StableHLO), which has no wheel for the pinned CPU torch. Save the weights "
+            "(model.save_weights('m.weights.h5')) and export from KERAS_BACKEND=tensorflow or jax."
+        )
+    ids = id_inputs(model)
+    specs = [
+        keras.InputSpec(shape=(None,) + tuple(x.shape[1:]), dtype="int32" if i in ids else x.dtype, name=x.name)
+        for i, x in enumerate(model.inputs)
+    ]
+    input_signature = [specs if len(specs) > 1 else specs[0]]
+    if backend != "jax":
+        return keras.Model.export(model, filepath, format="tf_saved_model", verbose=verbose,
+                                  input_signature=input_signature, **kwargs)
+    if "jax2tf_kwargs" not in kwargs:
+        shapes = [_polymorphic_shape(x) for x in model.inputs]
+        kwargs["jax2tf_kwargs"] = {"polymorphic_shapes": [shapes if len(shapes) > 1 else shapes[0]]}
+    with unchecked_ids():
+        return keras.Model.export(model, filepath, format="tf_saved_model", verbose=verbose,
+                                  input_signature=input_signature, **kwargs)
+
+
+def _polymorphic_shape(x):
+    """jax2tf's shape of input ``x``: inputs named ``<group>Input-...`` (BERT's ``Input-Token`` and
+    ``Input-Segment``; T5's ``Encoder-Input-Token`` apart from ``Decoder-Input-Token``) share one
+    symbolic length per group, other unknown dimensions get their own."""
+    group = x.name.split("Input-")[0] if "Input-" in x.name else x.name
+    prefix = "".join(c if c.isalnum() else "_" for c in group).lower()
+    dims = ["batch"] + [str(d) if d is not None else f"{prefix}len{i}" for i, d in enumerate(x.shape[1:])]
+    return "(" + ", ".join(dims) + ")"
 
 
 def quantizable(layer):
