@@ -5,6 +5,7 @@ a 16-token prompt, 128 new tokens, greedy, batch 1 and 8, on the current Keras b
 
     KERAS_BACKEND=tensorflow python benchmarks/bench_generate.py      # and jax, torch
     KERAS_BACKEND=jax python benchmarks/bench_generate.py --dtype bfloat16
+    KERAS_BACKEND=jax python benchmarks/bench_generate.py --quantize int8   # our model int8, HF float
 
 The random HF `GPT2LMHeadModel` is saved as safetensors first and loaded by both sides, so they run
 the same weights; batch-1 greedy tokens are compared. Rows (tokens/s = new tokens x batch / time,
@@ -46,6 +47,9 @@ def parse_args(argv=None):
                    help="torch.set_num_threads for HF (and the torch backend); 0 keeps torch's default")
     p.add_argument("--no-hf", action="store_true", help="skip HF generate")
     p.add_argument("--no-full", action="store_true", help="skip the full-recomputation path")
+    p.add_argument("--quantize", choices=["int8", "int4"],
+                   help="quantize our model (Keras' Model.quantize) after loading; HF stays float, so the "
+                        "token comparison measures how far greedy decoding follows the float model")
     return p.parse_args(argv)
 
 
@@ -155,7 +159,9 @@ def main(argv=None):
         save_random_gpt2(path, args.layers)
         start = time.perf_counter()
         gpt2, Greedy = build_ours(path)
-        print(f"backend {backend}, dtype {args.dtype}, {args.layers} layers; built and loaded in "
+        if args.quantize:
+            gpt2.model.quantize(args.quantize)
+        print(f"backend {backend}, dtype {args.dtype}, quantized {args.quantize}, {args.layers} layers; built and loaded in "
               f"{time.perf_counter() - start:.1f} s; torch threads {torch.get_num_threads()}", flush=True)
         hf = None if args.no_hf else hf_generate(path, args.dtype)
         speeds = {}
@@ -187,7 +193,7 @@ def main(argv=None):
                     f"{n}: {1000 * t:.0f} ms" for n, t in zip(FULL_LENGTHS, step_times)) + ")"
                 speeds[batch_size, "full"] = report("ours, full recomputation (cache off)", batch_size, seconds, note)
 
-    print(f"\nbackend {backend}, dtype {args.dtype}: tokens/s (new tokens x batch / s) and ratios")
+    print(f"\nbackend {backend}, dtype {args.dtype}, quantized {args.quantize}: tokens/s (new tokens x batch / s) and ratios")
     print("| batch | ours cached | HF generate | ours full (extrapolated) | cached / HF | cached / full |")
     print("|---|---|---|---|---|---|")
     for batch_size in batch_sizes:
