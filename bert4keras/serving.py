@@ -5,6 +5,7 @@
 
 import inspect
 import json
+import queue
 import socket
 import sys
 import threading
@@ -48,7 +49,11 @@ class WebServing:
             separately) or a `bottle.ServerAdapter`, run by `bottle.run`. `stop()` works for
             'waitress' and 'wsgiref'; others stop with the process.
         serialize: bool, call the routed functions under one lock (one call at a time
-            across all routes). False when they are thread-safe.
+            across all routes). False when they are thread-safe (e.g. they go through a `Batcher`).
+        http_status: bool, False (bert4keras) answers every request with HTTP 200 and the code in
+            the body; True answers a bad request (code 1) with 400 and a raising function
+            (code 2) with 500, the same JSON body, as HTTP clients expect.
+        threads: int >= 1, waitress's worker threads (requests served at once).
     Raises:
         ImportError: bottle (or, for the default server, waitress) is not installed:
             `pip install bert4keras[serving]`.
@@ -60,7 +65,7 @@ class WebServing:
     Source: bert4keras 0.11.5 `WebServing` (which used bottle with 'paste' and TF1 sessions).
     """
 
-    def __init__(self, host='0.0.0.0', port=8000, server='waitress', serialize=True):
+    def __init__(self, host='0.0.0.0', port=8000, server='waitress', serialize=True, http_status=False, threads=4):
         try:
             import bottle
         except ImportError as e:
@@ -90,6 +95,10 @@ class WebServing:
         self.bottle = bottle
         self.app = bottle.Bottle()
         self.lock = threading.Lock() if serialize else None
+        self.http_status = bool(http_status)
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+            raise ValueError('threads must be an int >= 1, got %r' % (threads,))
+        self.threads = int(threads)
         self._stopper = None  # set while serving: a callable that makes the server return
         self._thread = None
         self._adapter = None  # the bottle.ServerAdapter, for servers other than waitress
@@ -173,6 +182,8 @@ class WebServing:
 
         def reply(code, desc, data=None):
             self.bottle.response.content_type = 'application/json; charset=utf-8'
+            if self.http_status:
+                self.bottle.response.status = {0: 200, 1: 400, 2: 500}[code]
             return json.dumps({'code': code, 'desc': desc, 'data': {} if data is None else data},
                               ensure_ascii=False, default=_json_default)
 
@@ -269,7 +280,8 @@ class WebServing:
         from waitress import wasyncore
 
         socket_map = {}
-        server = waitress.create_server(self.app, map=socket_map, host=self.host, port=self.port)
+        server = waitress.create_server(self.app, map=socket_map, host=self.host, port=self.port,
+                                        threads=self.threads)
         listening = getattr(server, 'effective_listen', None)
         self.port = int(listening[0][1] if listening else server.effective_port)
         # stop() only sets an event, which the event loop checks between short polls; the channels
@@ -341,3 +353,82 @@ class WebServing:
             thread.join(timeout)
             if thread.is_alive():
                 raise RuntimeError('the server did not stop within %s s' % timeout)
+
+
+class Batcher:
+    """Gathers single calls from many threads into batched calls of one function (dynamic batching
+    for serving: concurrent requests share one `model.predict`).
+
+    ``batcher(item)`` (from any thread) returns ``func(items)[i]``, where ``items`` holds ``item``
+    and the items of the calls that arrived within ``max_delay`` seconds of the first waiting one,
+    at most ``max_batch_size`` of them; ``func`` runs in the batcher's own thread, one batch at a
+    time (so it need not be thread-safe). When ``func`` raises, every call of that batch raises it.
+
+    Args:
+        func: callable, a list of items -> a list (or array) of as many results, in order.
+        max_batch_size: int >= 1. max_delay: float >= 0, seconds to wait for more calls.
+    Raises (when called): what ``func`` raised; RuntimeError when ``func`` returns another number
+        of results, or the batcher was closed.
+    Source: the dynamic batching of TF Serving and Triton (max batch size, max queue delay).
+    """
+
+    def __init__(self, func, max_batch_size=32, max_delay=0.005):
+        if not callable(func):
+            raise TypeError('func must be callable, got %r' % (func,))
+        if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, (int, np.integer)) or max_batch_size < 1:
+            raise ValueError('max_batch_size must be an int >= 1, got %r' % (max_batch_size,))
+        if isinstance(max_delay, bool) or not isinstance(max_delay, (int, float)) or not max_delay >= 0:
+            raise ValueError('max_delay must be a number of seconds >= 0, got %r' % (max_delay,))
+        self.func = func
+        self.max_batch_size = int(max_batch_size)
+        self.max_delay = float(max_delay)
+        self.batch_sizes = []  # the size of every batch run, for monitoring
+        self._queue = queue.Queue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name='Batcher', daemon=True)
+        self._thread.start()
+
+    def __call__(self, item):
+        if self._closed:
+            raise RuntimeError('this Batcher is closed')
+        done, outcome = threading.Event(), []
+        self._queue.put((item, done, outcome))
+        done.wait()
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
+
+    def close(self):
+        """Stop the batcher's thread once the calls already waiting are answered."""
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self):
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            deadline = time.monotonic() + self.max_delay
+            while len(batch) < self.max_batch_size:
+                try:
+                    call = self._queue.get(timeout=max(deadline - time.monotonic(), 0))
+                except queue.Empty:
+                    break
+                if call is None:  # closing: answer this batch, then stop
+                    self._queue.put(None)
+                    break
+                batch.append(call)
+            self.batch_sizes.append(len(batch))
+            try:
+                results = list(self.func([item for item, _, _ in batch]))
+                if len(results) != len(batch):
+                    raise RuntimeError('Batcher: func returned %d results for %d items' % (len(results), len(batch)))
+                outcomes = [(True, r) for r in results]
+            except Exception as e:
+                outcomes = [(False, e)] * len(batch)
+            for (_, done, outcome), result in zip(batch, outcomes):
+                outcome.append(result)
+                done.set()
