@@ -73,6 +73,8 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true",
                    help="continue from the backup in --backup-dir if there is one (else start afresh)")
     p.add_argument("--save-weights", help="write the final model weights (and optimizer state) to this .weights.h5")
+    p.add_argument("--save-model", help="write the fine-tuned classifier to this .keras file (for "
+                                        "examples/serve_sentiment.py; before --quantize)")
     p.add_argument("--lora-rank", type=int,
                    help="train LoRA adapters of this rank on the attention's query and value projections "
                         "(and the pooler and classifier) instead of every weight")
@@ -234,6 +236,8 @@ def main(argv=None):
         )
     if args.save_weights:
         model.save_weights(args.save_weights)
+    if args.save_model:
+        model.save(args.save_model)
     if args.backup_dir and os.path.exists(args.backup_dir):
         shutil.rmtree(args.backup_dir)  # training finished: nothing left to resume
     _, test_accuracy = model.evaluate(test_gen.forfit(random=False), steps=len(test_gen), verbose=0)
