@@ -40,6 +40,7 @@ from bert4keras._checks import _check_int, _check_number
 __all__ = [
     "piecewise_linear",
     "PiecewiseLinearSchedule",
+    "create_optimizer",
     "Adam",
     "AdaFactor",
     "Lion",
@@ -115,6 +116,55 @@ class PiecewiseLinearSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self):
         return {"learning_rate": self.learning_rate, "schedule": dict(self.schedule)}
+
+
+def create_optimizer(learning_rate, total_steps, warmup_proportion=0.1, weight_decay=0.01,
+                     exclude_from_weight_decay=("bias", "gamma", "beta"), **kwargs):
+    """Keras `AdamW` with BERT's fine-tuning schedule: linear warmup to `learning_rate`, cosine decay to 0.
+
+    The recipe of BERT-era fine-tuning scripts (Google's `run_classifier.py` warms up over
+    `warmup_proportion` of the steps) with the cosine decay of HF's
+    `get_cosine_schedule_with_warmup`, built from Keras' own `AdamW` and `CosineDecay`:
+
+        model.compile(optimizer=create_optimizer(2e-5, total_steps=len(train_gen) * epochs), ...)
+
+    Over `warmup_steps = max(1, int(total_steps * warmup_proportion))` steps (none when
+    `warmup_proportion` is 0) the rate rises linearly from 0 to `learning_rate`, then follows
+    a half cosine down to 0 at `total_steps`. Variables whose path contains one of
+    `exclude_from_weight_decay` (biases and LayerNormalization's gamma and beta by default; add
+    "scale" for T5's RMS norms) get no weight decay.
+
+    Args:
+        learning_rate: number > 0, the peak learning rate.
+        total_steps: int >= 1, optimizer steps of the whole run (e.g. `len(train_gen) * epochs`).
+        warmup_proportion: number in [0, 1].
+        weight_decay: number >= 0, AdamW's decoupled weight decay.
+        exclude_from_weight_decay: strings, parts of variable names left undecayed.
+        **kwargs: passed to `keras.optimizers.AdamW` (`beta_1`, `epsilon`, `clipnorm`, ...); a
+            keyword AdamW does not take raises its TypeError.
+    Returns:
+        a `keras.optimizers.AdamW` whose `learning_rate` is a `CosineDecay` schedule.
+    Raises:
+        TypeError, ValueError: an argument of the wrong type or out of range, named.
+    """
+    where = "create_optimizer"
+    learning_rate = _check_number(where, "learning_rate", learning_rate, 0, low_open=True)
+    total_steps = _check_int(where, "total_steps", total_steps, 1)
+    warmup_proportion = _check_number(where, "warmup_proportion", warmup_proportion, 0, 1)
+    weight_decay = _check_number(where, "weight_decay", weight_decay, 0)
+    if isinstance(exclude_from_weight_decay, str) or not all(isinstance(n, str) for n in exclude_from_weight_decay):
+        raise TypeError(f"{where}: exclude_from_weight_decay must be a list of strings, got {exclude_from_weight_decay!r}")
+    if warmup_proportion > 0:
+        warmup_steps = max(1, int(total_steps * warmup_proportion))
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0, decay_steps=max(1, total_steps - warmup_steps),
+            warmup_target=learning_rate, warmup_steps=warmup_steps,
+        )
+    else:
+        schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total_steps)
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay, **kwargs)
+    optimizer.exclude_from_weight_decay(var_names=list(exclude_from_weight_decay))
+    return optimizer
 
 
 def _string_matching(string, patterns):

@@ -889,6 +889,96 @@ class DataGenerator:
         return _batch_stream_class()(self, random, workers=workers, max_queue_size=max_queue_size)
 
 
+class LengthSortedGenerator(DataGenerator):
+    """Padded batches of encoded samples of similar length: a `DataGenerator` with no `__iter__` to write.
+
+    Each sample is a tuple `(ids_1, ..., ids_k, label)` of k >= 1 id sequences (token_ids,
+    segment_ids, ...) and a label. A batch is `((ids_1, ..., ids_k), labels)` (`(ids_1,
+    labels)` when k = 1): each id field padded by `sequence_padding` to the batch's longest,
+    rounded up to a multiple of `pad_to_multiple_of`, so int arrays (batch_size, seq_len);
+    labels stacked into (batch_size,) (int32 for integers, float32 for reals) or, when they
+    are sequences (one tag per token), padded with 0 to the same seq_len, (batch_size, seq_len).
+    Shuffled epochs come from `length_sorted_batches` over the first field's lengths:
+
+        encode = lambda text, label: (*tokenizer.encode(text, maxlen=128), label)
+        train_gen = LengthSortedGenerator([encode(t, l) for t, l in train_data], 32, pad_to_multiple_of=16)
+        model.fit(train_gen.forfit(), steps_per_epoch=len(train_gen), epochs=3)
+
+    Args:
+        data: a list of samples, as above, every one with the same number of fields.
+        batch_size: int >= 1.
+        pad_to_multiple_of: None, or int >= 1 (e.g. 8 or 16, so that XLA and JAX compile a
+            handful of shapes).
+        value: the id that pads the id fields (0, [PAD] in BERT's vocabs).
+        chunk_batches: int >= 1, see `length_sorted_batches`.
+        shapes_apart: bool, reorder each epoch's batches by `first_two_apart` on their padded
+            length: the old TensorFlow work-around, kept for scripts measured with it.
+        seed: None to draw from `np.random`, or an int (see `DataGenerator`).
+    Raises:
+        TypeError: `data` is not a list of tuples; a field of a sample that should be an id
+            sequence is not one (the sample and field are named).
+        ValueError: samples with different numbers of fields, or fewer than 2; a sequence label
+            longer than its sample's first field.
+    Source: the `data_generator` of bert4keras 0.11.5's classification and tagging scripts,
+    with the length-sorted batches of fairseq and HF's `group_by_length`.
+    """
+
+    def __init__(self, data, batch_size=32, pad_to_multiple_of=None, value=0, chunk_batches=100,
+                 shapes_apart=False, seed=None):
+        where = type(self).__name__
+        if not hasattr(data, '__len__') or not hasattr(data, '__getitem__') or is_string(data):
+            raise TypeError('%s: data must be a list of (ids, ..., label) tuples, got %r' % (where, type(data).__name__))
+        super().__init__(data, batch_size=batch_size, seed=seed)
+        self.pad_to_multiple_of = _check_int(where, 'pad_to_multiple_of', pad_to_multiple_of, 1, allow_none=True)
+        self.value = value
+        self.chunk_batches = _check_int(where, 'chunk_batches', chunk_batches, 1)
+        self.shapes_apart = bool(shapes_apart)
+        fields = None
+        for i, sample in enumerate(data):
+            if not isinstance(sample, (tuple, list)) or len(sample) < 2:
+                raise ValueError('%s: sample %d must be a tuple (ids, ..., label) of at least 2 fields, got %r'
+                                 % (where, i, sample))
+            if fields is None:
+                fields = len(sample)
+            elif len(sample) != fields:
+                raise ValueError('%s: sample %d has %d fields, sample 0 has %d' % (where, i, len(sample), fields))
+            for j, ids in enumerate(sample[:-1]):
+                if not hasattr(ids, '__len__') or is_string(ids):
+                    raise TypeError('%s: field %d of sample %d must be a sequence of ids, got %r' % (where, j, i, ids))
+            label = sample[-1]
+            if hasattr(label, '__len__') and not is_string(label) and len(label) > len(sample[0]):
+                raise ValueError('%s: sample %d has %d labels for %d ids' % (where, i, len(label), len(sample[0])))
+        self.lengths = [len(sample[0]) for sample in data]
+
+    def padded_length(self, batch):
+        """The seq_len `batch` (a list of sample indices) is padded to."""
+        longest = max(self.lengths[i] for i in batch)
+        multiple = self.pad_to_multiple_of or 1
+        return -(-longest // multiple) * multiple
+
+    def batches(self, random=False):
+        """One epoch's batches, as lists of indices into `data` (consecutive ones unless `random`)."""
+        return length_sorted_batches(
+            self.lengths, self.batch_size, self.chunk_batches, random=random, rng=self._rng,
+            shapes_apart=self.padded_length if self.shapes_apart else None,
+        )
+
+    def __iter__(self, random=False):
+        for batch in self.batches(random):
+            *fields, labels = zip(*(self.data[i] for i in batch))
+            inputs = tuple(sequence_padding(ids, value=self.value, pad_to_multiple_of=self.pad_to_multiple_of)
+                           for ids in fields)
+            if hasattr(labels[0], '__len__') and not is_string(labels[0]):
+                labels = sequence_padding(labels, length=inputs[0].shape[1])
+            else:
+                labels = np.asarray(labels)
+            if labels.dtype.kind in 'iub':
+                labels = labels.astype('int32')
+            elif labels.dtype.kind == 'f':
+                labels = labels.astype('float32')
+            yield (inputs if len(inputs) > 1 else inputs[0]), labels
+
+
 def _lists_to_tuples(batch):
     """``([token_ids, segment_ids], labels)`` -> ``((token_ids, segment_ids), labels)``:
     tf.data (Keras' generator adapter on TensorFlow) accepts tuples, not lists."""

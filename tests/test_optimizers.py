@@ -680,3 +680,53 @@ def test_saved_model_loads_in_fresh_process(tmp_path):
         assert loaded[tag]["class"] == name
         assert loaded[tag]["config"] == json.loads(json.dumps(config))
         assert_params([np.array(w) for w in loaded[tag]["weights"]], final, atol=1e-6, rtol=0)
+
+
+# --- create_optimizer: AdamW with warmup and cosine decay ---------------------------------------
+
+
+def test_create_optimizer_warms_up_linearly_then_decays_on_a_half_cosine():
+    lr, total = 3e-4, 50
+    optimizer = O.create_optimizer(lr, total, warmup_proportion=0.2)
+    assert isinstance(optimizer, keras.optimizers.AdamW) and optimizer.weight_decay == 0.01
+    warmup = 10
+    for step in [0, 1, 5, 10, 11, 30, 49, 50]:
+        optimizer.iterations.assign(step)
+        if step <= warmup:
+            expected = lr * step / warmup
+        else:
+            expected = lr * 0.5 * (1 + np.cos(np.pi * (step - warmup) / (total - warmup)))
+        np.testing.assert_allclose(float(optimizer.learning_rate), expected, rtol=1e-5, atol=1e-12)
+    # No warmup: the decay starts at the peak.
+    optimizer = O.create_optimizer(lr, total, warmup_proportion=0)
+    np.testing.assert_allclose(float(optimizer.learning_rate), lr, rtol=1e-6)
+
+
+def test_create_optimizer_leaves_biases_and_norms_undecayed():
+    inputs = keras.Input((3,))
+    outputs = keras.layers.LayerNormalization(name="norm")(keras.layers.Dense(4, name="dense")(inputs))
+    model = keras.Model(inputs, outputs)
+    optimizer = O.create_optimizer(0.1, 10, warmup_proportion=0, weight_decay=0.5, beta_1=0.5)
+    assert float(optimizer.beta_1) == 0.5  # keywords reach AdamW
+    before = {v.path: ops.convert_to_numpy(v).copy() for v in model.trainable_variables}
+    # Zero gradients: Adam moves nothing, so whatever changes is the decoupled weight decay.
+    optimizer.apply([ops.zeros_like(v) for v in model.trainable_variables], model.trainable_variables)
+    for v in model.trainable_variables:
+        after = ops.convert_to_numpy(v)
+        if v.path == "dense/kernel":
+            np.testing.assert_allclose(after, before[v.path] * (1 - 0.1 * 0.5), rtol=1e-5)
+        else:
+            np.testing.assert_array_equal(after, before[v.path])
+
+
+@pytest.mark.parametrize("args, kwargs, error, match", [
+    ((0, 10), {}, ValueError, "learning_rate"),
+    ((1e-3, 0), {}, ValueError, "total_steps"),
+    ((1e-3, 10.0), {}, TypeError, "total_steps"),
+    ((1e-3, 10), {"warmup_proportion": 1.5}, ValueError, "warmup_proportion"),
+    ((1e-3, 10), {"exclude_from_weight_decay": "bias"}, TypeError, "exclude_from_weight_decay"),
+    ((1e-3, 10), {"warmup_steps": 3}, (TypeError, ValueError), "warmup_steps"),
+])
+def test_create_optimizer_bad_arguments_are_named(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        O.create_optimizer(*args, **kwargs)

@@ -9,6 +9,7 @@ import pytest
 
 from bert4keras.snippets import (
     DataGenerator,
+    LengthSortedGenerator,
     first_two_apart,
     is_string,
     length_sorted_batches,
@@ -458,6 +459,65 @@ def test_length_sorted_batches_errors():
         length_sorted_batches([1, 2], 2, rng='numpy')
     with pytest.raises(TypeError, match='shapes_apart'):
         length_sorted_batches([1, 2], 2, shapes_apart=16)
+
+
+def _numbered_samples(lengths):
+    """Sample i: token_ids [i + 1] * length (so a padded row says which sample it is), segment_ids of 1s, label i."""
+    return [([i + 1] * n, [1] * n, i) for i, n in enumerate(lengths)]
+
+
+def test_length_sorted_generator_pads_each_field_to_a_multiple_and_yields_every_sample_once():
+    lengths = [int(n) for n in np.random.default_rng(3).integers(1, 40, size=103)]
+    gen = LengthSortedGenerator(_numbered_samples(lengths), batch_size=8, pad_to_multiple_of=8, seed=0)
+    seen = []
+    for (token_ids, segment_ids), labels in gen.__iter__(random=True):
+        assert token_ids.shape == segment_ids.shape and token_ids.shape[1] % 8 == 0
+        assert labels.dtype == np.int32 and labels.shape == (len(token_ids),)
+        for row, label in zip(token_ids, labels):
+            n = lengths[label]
+            assert list(row[:n]) == [label + 1] * n and not row[n:].any()  # the sample, then padding with 0
+        longest = max(lengths[i] for i in labels)
+        assert token_ids.shape[1] == -(-longest // 8) * 8
+        seen += labels.tolist()
+    assert sorted(seen) == list(range(len(lengths))) and len(gen) == 13
+    # The batches are those of length_sorted_batches with the generator's seeded rng.
+    expected = length_sorted_batches(lengths, 8, random=True, rng=np.random.default_rng(0))
+    again = LengthSortedGenerator(_numbered_samples(lengths), batch_size=8, pad_to_multiple_of=8, seed=0)
+    assert [labels.tolist() for _, labels in again.__iter__(random=True)] == expected
+    # Not random: consecutive samples in data order.
+    assert [labels.tolist() for _, labels in gen.__iter__(random=False)][:2] == [list(range(8)), list(range(8, 16))]
+
+
+def test_length_sorted_generator_labels_one_field_padding_value_and_shapes_apart():
+    # One id field: the batch is (token_ids, labels), not a 1-tuple; real labels are float32.
+    gen = LengthSortedGenerator([([5] * n, n / 2) for n in (3, 1, 2)], batch_size=3, value=9)
+    (token_ids, labels), = list(gen.__iter__())
+    assert token_ids.tolist() == [[5, 5, 5], [5, 9, 9], [5, 5, 9]]
+    assert labels.dtype == np.float32 and labels.tolist() == [1.5, 0.5, 1.0]
+    # Tags, one per token: padded with 0 to the ids' padded length.
+    gen = LengthSortedGenerator([([1, 2, 3], [4, 5, 6]), ([1], [7])], batch_size=2, pad_to_multiple_of=4)
+    (token_ids, tags), = list(gen.__iter__())
+    assert token_ids.shape == tags.shape == (2, 4) and tags.tolist() == [[4, 5, 6, 0], [7, 0, 0, 0]]
+    # shapes_apart: the batch order first_two_apart gives on the padded lengths.
+    lengths = [int(n) for n in np.random.default_rng(5).integers(1, 60, size=200)]
+    gen = LengthSortedGenerator(_numbered_samples(lengths), 16, pad_to_multiple_of=16, shapes_apart=True, seed=1)
+    padded = lambda batch: -(-max(lengths[i] for i in batch) // 16) * 16  # noqa: E731
+    expected = first_two_apart(length_sorted_batches(lengths, 16, rng=np.random.default_rng(1)), padded)
+    assert [labels.tolist() for _, labels in gen.__iter__(random=True)] == expected
+
+
+@pytest.mark.parametrize('data, kwargs, error, match', [
+    ('not a list', {}, TypeError, 'data must be a list'),
+    ([([1, 2], 0), ([1], 0, 1)], {}, ValueError, 'sample 1 has 3 fields, sample 0 has 2'),
+    ([([1, 2], 0), 3], {}, ValueError, 'sample 1 must be a tuple'),
+    ([([1, 2], 0), (7, 1)], {}, TypeError, 'field 0 of sample 1 must be a sequence of ids'),
+    ([([1, 2], [0, 1, 1])], {}, ValueError, 'sample 0 has 3 labels for 2 ids'),
+    ([([1, 2], 0)], {'pad_to_multiple_of': 0}, ValueError, 'pad_to_multiple_of'),
+    ([([1, 2], 0)], {'batch_size': 2.0}, TypeError, 'batch_size'),
+])
+def test_length_sorted_generator_bad_input_is_named(data, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        LengthSortedGenerator(data, **kwargs)
 
 
 def test_first_two_apart_moves_one_batch_only_when_needed():
