@@ -24,7 +24,8 @@ import numpy as np
 
 import keras
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator, length_sorted_batches, sequence_padding
+from bert4keras.optimizers import create_optimizer
+from bert4keras.snippets import LengthSortedGenerator
 from bert4keras.tokenizers import Tokenizer, load_vocab
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,27 +64,6 @@ def load_pairs(filename, limit=0):
     return data[:limit] if limit else data
 
 
-class data_generator(DataGenerator):
-    """(token_ids, segment_ids) -> labels, padded per batch to a multiple of 8; shuffled batches hold
-    pairs of similar length (`length_sorted_batches`)."""
-
-    def __init__(self, data, tokenizer, maxlen, batch_size=32):
-        super().__init__([(*tokenizer.encode(s1, s2, maxlen=maxlen), label) for s1, s2, label in data], batch_size)
-
-    def __iter__(self, random=False):
-        lengths = [len(token_ids) for token_ids, _, _ in self.data]
-
-        def padded(batch):  # shapes_apart keeps the batch order the README's figure was measured with
-            return -(-max(lengths[i] for i in batch) // 8) * 8
-
-        for batch in length_sorted_batches(lengths, self.batch_size, random=random, shapes_apart=padded):
-            token_ids, segment_ids, labels = zip(*(self.data[i] for i in batch))
-            yield (
-                (sequence_padding(token_ids, pad_to_multiple_of=8), sequence_padding(segment_ids, pad_to_multiple_of=8)),
-                np.array(labels, dtype="int32"),
-            )
-
-
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
@@ -113,8 +93,12 @@ def main(argv=None):
         model_desc = (f"from scratch: layers={args.num_hidden_layers} hidden={args.hidden_size} "
                       f"heads={args.num_attention_heads} intermediate={args.intermediate_size} vocab={len(token_dict)}")
 
-    train_gen = data_generator(train_data, tokenizer, args.maxlen, args.batch_size)
-    test_gen = data_generator(test_data, tokenizer, args.maxlen, args.batch_size)
+    def batches(data):  # (token_ids, segment_ids) of each pair -> label, padded per batch to a multiple of 8;
+        # shapes_apart keeps the batch order the README's figure was measured with
+        encoded = [(*tokenizer.encode(s1, s2, maxlen=args.maxlen), label) for s1, s2, label in data]
+        return LengthSortedGenerator(encoded, args.batch_size, pad_to_multiple_of=8, shapes_apart=True)
+
+    train_gen, test_gen = batches(train_data), batches(test_data)
 
     output = keras.layers.Dropout(0.1, name="Matching-Dropout")(bert.output)
     output = keras.layers.Dense(
@@ -123,14 +107,9 @@ def main(argv=None):
     )(output)
     model = keras.Model(bert.inputs, output)
 
-    total_steps = len(train_gen) * epochs
-    warmup_steps = max(1, total_steps // 10)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0, decay_steps=total_steps - warmup_steps, warmup_target=lr, warmup_steps=warmup_steps,
-    )
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=0.01)
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    # AdamW, no decay on biases and norms, warmup over 10% of the steps then cosine decay
+    model.compile(optimizer=create_optimizer(lr, len(train_gen) * epochs), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
     model.fit(train_gen.forfit(), steps_per_epoch=len(train_gen), epochs=epochs, shuffle=False)
     _, accuracy = model.evaluate(test_gen.forfit(random=False), steps=len(test_gen), verbose=0)
     wall = time.time() - start

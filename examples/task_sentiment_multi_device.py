@@ -178,6 +178,7 @@ def build_and_compile(args, vocab_size, lr, total_steps):
     compiled with AdamW (weight decay 0.01, not on biases and norms), 10% linear warmup, cosine decay."""
     import keras
     from bert4keras.models import build_transformer_model
+    from bert4keras.optimizers import create_optimizer
 
     if args.checkpoint:
         bert = build_transformer_model(args.config, args.checkpoint, model="bert", with_pool=True)
@@ -193,11 +194,7 @@ def build_and_compile(args, vocab_size, lr, total_steps):
     x = keras.layers.Dropout(0.1, name="Classifier-Dropout")(bert.output)
     init = keras.initializers.TruncatedNormal(stddev=0.02)
     model = keras.Model(bert.inputs, keras.layers.Dense(2, "softmax", kernel_initializer=init, name="Classifier-Dense")(x))
-    warmup = max(1, total_steps // 10)
-    schedule = keras.optimizers.schedules.CosineDecay(0.0, max(1, total_steps - warmup), warmup_target=lr,
-                                                      warmup_steps=warmup)
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=0.01)
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    optimizer = create_optimizer(lr, total_steps)  # AdamW, warmup over 10% of the steps, cosine decay
     # Weighted, so that the zero-weight rows padding valid and test up to whole batches do not count.
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
     return model, desc

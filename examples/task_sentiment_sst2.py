@@ -38,6 +38,7 @@ import numpy as np
 import keras
 from bert4keras.lora import enable_lora
 from bert4keras.models import build_transformer_model, quantizable
+from bert4keras.optimizers import create_optimizer
 from bert4keras.snippets import BackupAndRestore, DataGenerator, length_sorted_batches, sequence_padding
 from bert4keras.tokenizers import Tokenizer
 
@@ -195,14 +196,8 @@ def main(argv=None):
     total = sum(int(np.prod(v.shape)) for v in model.weights)
     print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
 
-    total_steps = len(train_gen) * args.epochs
-    warmup_steps = max(1, total_steps // 10)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0, decay_steps=total_steps - warmup_steps,
-        warmup_target=args.lr, warmup_steps=warmup_steps,
-    )
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=0.01)
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    # AdamW, no decay on biases and norms, warmup over 10% of the steps then cosine decay
+    optimizer = create_optimizer(args.lr, len(train_gen) * args.epochs)
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
     callbacks = []

@@ -32,12 +32,11 @@ import os
 import time
 import zipfile
 
-import numpy as np
-
 import keras
 from bert4keras.adversarial import virtual_adversarial_training
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator, length_sorted_batches, sequence_padding
+from bert4keras.optimizers import create_optimizer
+from bert4keras.snippets import LengthSortedGenerator
 from bert4keras.tokenizers import Tokenizer, load_vocab
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,25 +77,6 @@ def load_data(zip_path, split, limit=0):
     return data[:limit] if limit else data
 
 
-class data_generator(DataGenerator):
-    """((token_ids, segment_ids), labels) batches of texts of similar length (`length_sorted_batches`),
-    padded to a multiple of 16 tokens so that XLA and JAX compile a handful of shapes."""
-
-    def __init__(self, data, tokenizer, maxlen, batch_size=32):
-        super().__init__([(*tokenizer.encode(text, maxlen=maxlen), label) for text, label in data], batch_size)
-
-    def __iter__(self, random=False):
-        lengths = [len(token_ids) for token_ids, _, _ in self.data]
-
-        def padded(batch):  # shapes_apart keeps the batch order the README's figures were measured with
-            return -(-max(lengths[i] for i in batch) // 16) * 16
-
-        for batch in length_sorted_batches(lengths, self.batch_size, random=random, shapes_apart=padded):
-            token_ids, segment_ids, labels = zip(*(self.data[i] for i in batch))
-            yield ((sequence_padding(token_ids, pad_to_multiple_of=16), sequence_padding(segment_ids, pad_to_multiple_of=16)),
-                   np.array(labels, dtype="int32"))
-
-
 def build_classifier(args, vocab_size):
     """BERT from scratch, pooled [CLS] -> Dropout -> Dense(2, softmax)."""
     bert = build_transformer_model(
@@ -108,16 +88,6 @@ def build_classifier(args, vocab_size):
     output = keras.layers.Dense(2, activation="softmax", name="Classifier-Dense",
                                 kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02))(output)
     return keras.Model(bert.inputs, output)
-
-
-def optimizer(lr, total_steps):
-    """AdamW (weight decay 0.01, not on biases and norms), linear warmup over 10% of the steps, cosine decay."""
-    warmup = max(1, total_steps // 10)
-    schedule = keras.optimizers.schedules.CosineDecay(0.0, max(1, total_steps - warmup), warmup_target=lr,
-                                                      warmup_steps=warmup)
-    opt = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=0.01)
-    opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    return opt
 
 
 class VirtualAdversarialSteps(keras.callbacks.Callback):
@@ -151,8 +121,13 @@ def main(argv=None):
     vocab = os.path.join(args.data_dir, "vocab", "chinese_bert_vocab.txt")
     token_dict, _ = load_vocab(vocab, simplified=True, startswith=["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
     tokenizer = Tokenizer(token_dict, do_lower_case=True)
-    train_gen, valid_gen, test_gen = (data_generator(d, tokenizer, args.maxlen, args.batch_size)
-                                      for d in (train_data, valid_data, test_data))
+
+    def batches(data):  # padded to a multiple of 16 so that XLA and JAX compile a handful of shapes; shapes_apart
+        # keeps the batch order the README's figures were measured with
+        encoded = [(*tokenizer.encode(text, maxlen=args.maxlen), label) for text, label in data]
+        return LengthSortedGenerator(encoded, args.batch_size, pad_to_multiple_of=16, shapes_apart=True)
+
+    train_gen, valid_gen, test_gen = (batches(d) for d in (train_data, valid_data, test_data))
     total_steps = len(train_gen) * args.epochs
 
     model = build_classifier(args, len(token_dict))
@@ -161,10 +136,10 @@ def main(argv=None):
     if not args.no_vat:
         model_vat = virtual_adversarial_training(model, "Embedding-Token", epsilon=args.epsilon, xi=args.xi,
                                                  iters=args.iters, seed=args.seed)
-        model_vat.compile(optimizer=optimizer(args.lr / 2, total_steps), loss="kld")
-        unlabeled_gen = data_generator(unlabeled_data, tokenizer, args.maxlen, args.batch_size)
+        model_vat.compile(optimizer=create_optimizer(args.lr / 2, total_steps), loss="kld")
+        unlabeled_gen = batches(unlabeled_data)
         callbacks.append(VirtualAdversarialSteps(model_vat, unlabeled_gen.forfit()))
-    model.compile(optimizer=optimizer(args.lr, total_steps), loss="sparse_categorical_crossentropy",
+    model.compile(optimizer=create_optimizer(args.lr, total_steps), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     model.fit(train_gen.forfit(), steps_per_epoch=len(train_gen), shuffle=False, epochs=args.epochs,
               validation_data=valid_gen.forfit(random=False), validation_steps=len(valid_gen), callbacks=callbacks)

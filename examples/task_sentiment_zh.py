@@ -19,11 +19,10 @@ import os
 import time
 import zipfile
 
-import numpy as np
-
 import keras
 from bert4keras.models import build_transformer_model
-from bert4keras.snippets import DataGenerator, length_sorted_batches, sequence_padding
+from bert4keras.optimizers import create_optimizer
+from bert4keras.snippets import LengthSortedGenerator
 from bert4keras.tokenizers import Tokenizer, load_vocab
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,25 +59,6 @@ def load_data(zip_path, split, limit=0):
         text, label = line.rsplit("\t", 1)
         data.append((text, int(label)))
     return data[:limit] if limit else data
-
-
-class data_generator(DataGenerator):
-    """((token_ids, segment_ids), labels) batches of texts of similar length (`length_sorted_batches`),
-    padded to a multiple of 16 tokens so that XLA and JAX compile a handful of shapes."""
-
-    def __init__(self, data, tokenizer, maxlen, batch_size=32):
-        super().__init__([(*tokenizer.encode(text, maxlen=maxlen), label) for text, label in data], batch_size)
-
-    def __iter__(self, random=False):
-        lengths = [len(token_ids) for token_ids, _, _ in self.data]
-
-        def padded(batch):  # shapes_apart keeps the batch order the README's figures were measured with
-            return -(-max(lengths[i] for i in batch) // 16) * 16
-
-        for batch in length_sorted_batches(lengths, self.batch_size, random=random, shapes_apart=padded):
-            token_ids, segment_ids, labels = zip(*(self.data[i] for i in batch))
-            yield ((sequence_padding(token_ids, pad_to_multiple_of=16), sequence_padding(segment_ids, pad_to_multiple_of=16)),
-                   np.array(labels, dtype="int32"))
 
 
 def resolve_settings(args):
@@ -126,19 +106,6 @@ def build_classifier(args, vocab_size=None):
     return keras.Model(bert.inputs, output), model_desc
 
 
-def compile_classifier(model, lr, total_steps, **compile_kwargs):
-    """AdamW (weight decay 0.01, not on biases and norms), linear warmup over 10% of the steps to `lr`,
-    then cosine decay; sparse categorical cross-entropy."""
-    warmup_steps = max(1, total_steps // 10)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0, decay_steps=max(1, total_steps - warmup_steps),
-        warmup_target=lr, warmup_steps=warmup_steps,
-    )
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=0.01)
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", **compile_kwargs)
-
-
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
@@ -151,12 +118,18 @@ def main(argv=None):
     test_data = load_data(zip_path, "test", args.test_size)
 
     tokenizer, vocab_size = make_tokenizer(vocab_path, pretrained)
-    train_gen = data_generator(train_data, tokenizer, args.maxlen, args.batch_size)
-    valid_gen = data_generator(valid_data, tokenizer, args.maxlen, args.batch_size)
-    test_gen = data_generator(test_data, tokenizer, args.maxlen, args.batch_size)
+
+    def batches(data):  # padded to a multiple of 16 so that XLA and JAX compile a handful of shapes; shapes_apart
+        # keeps the batch order the README's figures were measured with
+        encoded = [(*tokenizer.encode(text, maxlen=args.maxlen), label) for text, label in data]
+        return LengthSortedGenerator(encoded, args.batch_size, pad_to_multiple_of=16, shapes_apart=True)
+
+    train_gen, valid_gen, test_gen = (batches(d) for d in (train_data, valid_data, test_data))
 
     model, model_desc = build_classifier(args, vocab_size)
-    compile_classifier(model, lr, total_steps=len(train_gen) * epochs, metrics=["accuracy"])
+    # AdamW, no decay on biases and norms, warmup over 10% of the steps then cosine decay
+    model.compile(optimizer=create_optimizer(lr, len(train_gen) * epochs), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
 
     best = keras.callbacks.EarlyStopping(
         monitor="val_accuracy", mode="max", patience=1, restore_best_weights=True, verbose=1)

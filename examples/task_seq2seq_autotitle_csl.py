@@ -34,6 +34,7 @@ from keras import ops
 from bert4keras.layers import Loss
 from bert4keras.metrics import rouge_l, sentence_bleu
 from bert4keras.models import build_transformer_model
+from bert4keras.optimizers import create_optimizer
 from bert4keras.snippets import (
     AutoRegressiveDecoder, DataGenerator, first_two_apart, length_sorted_batches, sequence_padding,
 )
@@ -198,12 +199,7 @@ def main(argv=None):
     model = keras.Model(bert.model.inputs, output)
     encoded = [tokenizer.encode(abstract, title, maxlen=args.maxlen) for title, abstract in train_data]
     train_gen = data_generator(encoded, batch_size=args.batch_size)
-    total_steps = len(train_gen) * epochs
-    warmup_steps = max(1, total_steps // 10)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0, decay_steps=total_steps - warmup_steps, warmup_target=lr, warmup_steps=warmup_steps)
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=0.01)
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    optimizer = create_optimizer(lr, len(train_gen) * epochs)  # AdamW, warmup over 10% of the steps, cosine decay
     model.compile(optimizer=optimizer)
     model.fit(train_gen.forfit(), steps_per_epoch=len(train_gen), epochs=epochs, verbose=2)
     train_time = time.time() - start

@@ -33,6 +33,7 @@ from keras import ops
 from bert4keras.layers import Loss
 from bert4keras.metrics import rouge_l, sentence_bleu
 from bert4keras.models import build_transformer_model
+from bert4keras.optimizers import create_optimizer
 from bert4keras.snippets import (
     AutoRegressiveDecoder, DataGenerator, first_two_apart, length_sorted_batches, sequence_padding,
 )
@@ -194,12 +195,8 @@ def main(argv=None):
     train_gen = data_generator(encoded, pad_id, batch_size=args.batch_size)
     output = CrossEntropy(pad_id, output_axis=1, name="CrossEntropy")([t5.model.inputs[1], t5.model.outputs[0]])
     model = keras.Model(t5.model.inputs, output)
-    total_steps = len(train_gen) * epochs
-    warmup_steps = max(1, total_steps // 10)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0, decay_steps=total_steps - warmup_steps, warmup_target=lr, warmup_steps=warmup_steps)
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=0.01)
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "scale"])
+    # AdamW, no decay on biases and norms (T5's RMS norms: scale), warmup over 10% of the steps, cosine decay
+    optimizer = create_optimizer(lr, len(train_gen) * epochs, exclude_from_weight_decay=["bias", "gamma", "beta", "scale"])
     model.compile(optimizer=optimizer)
     model.fit(train_gen.forfit(), steps_per_epoch=len(train_gen), epochs=epochs, verbose=2)
     train_time = time.time() - start

@@ -43,6 +43,7 @@ import keras
 from bert4keras.backend import global_pointer_crossentropy, global_pointer_f1_score
 from bert4keras.layers import ConditionalRandomField, EfficientGlobalPointer, GlobalPointer
 from bert4keras.models import build_transformer_model
+from bert4keras.optimizers import create_optimizer
 from bert4keras.snippets import (
     DataGenerator, ViterbiDecoder, entity_scores, extract_entities, length_sorted_batches, sequence_padding,
 )
@@ -299,13 +300,8 @@ def main(argv=None):
         loss, metrics, not_decayed = global_pointer_crossentropy, [global_pointer_f1_score], []
         head_desc = f"{args.head}(head_size={args.head_size})"
 
-    total_steps = len(train_gen) * epochs
-    warmup_steps = max(1, total_steps // 10)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0, decay_steps=total_steps - warmup_steps, warmup_target=lr, warmup_steps=warmup_steps,
-    )
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=0.01)
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", *not_decayed])
+    # AdamW, no decay on biases, norms (and the CRF's transitions), warmup over 10% of the steps, cosine decay
+    optimizer = create_optimizer(lr, len(train_gen) * epochs, exclude_from_weight_decay=["bias", "gamma", "beta", *not_decayed])
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
     model.fit(train_gen.forfit(), steps_per_epoch=len(train_gen), epochs=epochs, shuffle=False)
     train_time = time.time() - start
