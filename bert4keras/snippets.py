@@ -15,11 +15,14 @@ needs the builtin calls `builtins.open`.
 
 import builtins
 import codecs
+import contextlib
 import functools
 import itertools
 import json
 import os
 import re
+import sys
+import tempfile
 import threading
 import unicodedata
 
@@ -1469,6 +1472,86 @@ def _newline_is_one_byte(encoding):
         return '\n\r'.encode(encoding) == b'\n\r' and not name.startswith(('iso2022', 'utf-7', 'hz'))
     except (LookupError, UnicodeError):
         return False
+
+
+def data_file(data_dir, name):
+    """The path of data file `name` (e.g. "zh/sentiment.zip") in `data_dir`, checked to exist.
+
+    The examples read public files from a data folder (`--data-dir`, default
+    `$BERT4KERAS_DATA` or `<repo>/../shared/data`) laid out as its SOURCES.md lists them;
+    `python examples/get_data.py --data-dir DIR` downloads them there with their checksums.
+
+    Args:
+        data_dir: str, the folder.
+        name: str, the file's path inside it, with "/" separators.
+    Returns:
+        str, `os.path.join(data_dir, *name.split("/"))`.
+    Raises:
+        FileNotFoundError: the file is not there; the message names it, the folder, SOURCES.md
+            and get_data.py.
+    """
+    path = os.path.join(data_dir, *name.split('/'))
+    if not os.path.isfile(path):
+        folder = os.path.abspath(data_dir)
+        state = '' if os.path.isdir(folder) else ' (the folder does not exist)'
+        raise FileNotFoundError(
+            'data file %s not found in %s%s. The examples read public data files listed in the data '
+            "folder's SOURCES.md; `python examples/get_data.py --data-dir %s` downloads them (with checksums), "
+            'or pass --data-dir / set BERT4KERAS_DATA to a folder that has them.' % (name, folder, state, data_dir)
+        )
+    return path
+
+
+#: What TensorFlow's native libraries write to file descriptor 2 while being imported: absl's note, then
+#: INFO/WARNING/ERROR lines from these sources (oneDNN, CPU features, CUDA probing), with a continuation line.
+_STARTUP_CHATTER = re.compile(
+    r'WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR'
+    r'|[IWE]\d{4} [\d:.]+\s+\d+ (port|cudart_stub|cpu_feature_guard|cuda_dnn|cuda_fft|cuda_blas|cuda_executor'
+    r'|cuda_diagnostics|cuda_platform|gpu_device)\.cc:\d+\]'
+    r'|To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler flags\.'
+)
+
+
+@contextlib.contextmanager
+def quiet_tensorflow_startup():
+    """Hide TensorFlow's C++ start-up lines while importing it (directly or through `import keras`).
+
+        with quiet_tensorflow_startup():
+            import keras
+
+    TensorFlow (2.21) writes its oneDNN, CPU-feature and CUDA-probing lines straight to the
+    process's stderr before its logging is set up, so `TF_CPP_MIN_LOG_LEVEL` does not hide
+    them, and it writes them twice; its CUDA probe (`cuInit`) follows at the first op, so the
+    block lists the GPUs once TensorFlow is imported (which leaves the devices configurable:
+    memory growth, visible devices). Inside the block, file descriptor 2 goes to a temporary
+    file; at the end the lines matching those messages are dropped and everything else
+    (Python warnings, errors, anything else a library printed) is written to stderr, in
+    order. Nothing is hidden when fd 2 cannot be redirected (then the block just runs).
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+            if 'tensorflow' in sys.modules:  # probe the GPUs now (cuInit), as TF would at its first op;
+                # listing them leaves the devices configurable (memory growth, visibility)
+                sys.modules['tensorflow'].config.list_physical_devices('GPU')
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode('utf-8', 'replace').splitlines(keepends=True)
+            kept = ''.join(line for line in lines if not _STARTUP_CHATTER.match(line))
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
 
 
 class open:

@@ -21,9 +21,7 @@ import argparse
 import os
 import time
 
-import keras
-from bert4keras.models import build_transformer_model
-from bert4keras.snippets import AutoRegressiveDecoder
+from bert4keras.snippets import AutoRegressiveDecoder, data_file, quiet_tensorflow_startup
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,6 +42,14 @@ def parse_args(argv=None):
     p.add_argument("--num-samples", type=int, default=2, help="texts per sampling strategy")
     p.add_argument("--seed", type=int, default=42)
     return p.parse_args(argv)
+
+
+if __name__ == "__main__":  # answer --help and bad arguments before the seconds TensorFlow takes to import
+    parse_args()
+
+with quiet_tensorflow_startup():  # TensorFlow's C++ start-up lines (oneDNN, CPU features, CUDA probing)
+    import keras
+    from bert4keras.models import build_transformer_model
 
 
 class BPETokenizer:
@@ -91,7 +97,7 @@ class SpPieces:
 def load_gpt2(args):
     """(builder, tokenizer, description); a random tiny model without --checkpoint."""
     if args.checkpoint is None:
-        tokenizer = SpPieces(os.path.join(args.data_dir, "spm", "sp_test_model.model"))
+        tokenizer = SpPieces(data_file(args.data_dir, "spm/sp_test_model.model"))
         gpt2 = build_transformer_model(
             None, None, model="gpt2", final_activation="linear", return_keras_model=False,
             vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,

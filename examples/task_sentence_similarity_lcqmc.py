@@ -22,11 +22,7 @@ import time
 
 import numpy as np
 
-import keras
-from bert4keras.models import build_transformer_model
-from bert4keras.optimizers import create_optimizer
-from bert4keras.snippets import LengthSortedGenerator
-from bert4keras.tokenizers import Tokenizer, load_vocab
+from bert4keras.snippets import LengthSortedGenerator, data_file, quiet_tensorflow_startup
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,6 +49,16 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+if __name__ == "__main__":  # answer --help and bad arguments before the seconds TensorFlow takes to import
+    parse_args()
+
+with quiet_tensorflow_startup():  # TensorFlow's C++ start-up lines (oneDNN, CPU features, CUDA probing)
+    import keras
+    from bert4keras.models import build_transformer_model
+    from bert4keras.optimizers import create_optimizer
+    from bert4keras.tokenizers import Tokenizer, load_vocab
+
+
 def load_pairs(filename, limit=0):
     """[(s1, s2, label)] from a `s1\\ts2\\tlabel` file."""
     data = []
@@ -73,10 +79,10 @@ def main(argv=None):
         raise SystemExit("--checkpoint needs --config")
     epochs = args.epochs or (2 if pretrained else 4)
     lr = args.lr or (2e-5 if pretrained else 1e-3)
-    vocab_path = args.vocab or os.path.join(args.data_dir, "vocab", "chinese_bert_vocab.txt")
+    vocab_path = args.vocab or data_file(args.data_dir, "vocab/chinese_bert_vocab.txt")
 
-    train_data = load_pairs(os.path.join(args.data_dir, "zh", "lcqmc_test.txt"), args.train_size)
-    test_data = load_pairs(os.path.join(args.data_dir, "zh", "lcqmc_dev.txt"), args.test_size)
+    train_data = load_pairs(data_file(args.data_dir, "zh/lcqmc_test.txt"), args.train_size)
+    test_data = load_pairs(data_file(args.data_dir, "zh/lcqmc_dev.txt"), args.test_size)
 
     if pretrained:
         tokenizer = Tokenizer(vocab_path, do_lower_case=True)

@@ -44,12 +44,7 @@ import os
 import time
 import zipfile
 
-import keras
-from bert4keras.adversarial import adversarial_training, gradient_penalty
-from bert4keras.models import build_transformer_model
-from bert4keras.optimizers import create_optimizer
-from bert4keras.snippets import LengthSortedGenerator
-from bert4keras.tokenizers import Tokenizer, load_vocab
+from bert4keras.snippets import LengthSortedGenerator, data_file, quiet_tensorflow_startup
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -82,6 +77,17 @@ def parse_args(argv=None):
     return args
 
 
+if __name__ == "__main__":  # answer --help and bad arguments before the seconds TensorFlow takes to import
+    parse_args()
+
+with quiet_tensorflow_startup():  # TensorFlow's C++ start-up lines (oneDNN, CPU features, CUDA probing)
+    import keras
+    from bert4keras.adversarial import adversarial_training, gradient_penalty
+    from bert4keras.models import build_transformer_model
+    from bert4keras.optimizers import create_optimizer
+    from bert4keras.tokenizers import Tokenizer, load_vocab
+
+
 def load_data(zip_path, split, limit=0):
     """[(text, label)] of one split, read from the zip in place."""
     with zipfile.ZipFile(zip_path) as z:
@@ -107,11 +113,11 @@ def main(argv=None):
     args = parse_args(argv)
     start = time.time()
     keras.utils.set_random_seed(args.seed)
-    zip_path = os.path.join(args.data_dir, "zh", "sentiment.zip")
+    zip_path = data_file(args.data_dir, "zh/sentiment.zip")
     train_data = load_data(zip_path, "train", args.train_size)
     valid_data = load_data(zip_path, "valid", args.valid_size)
     test_data = load_data(zip_path, "test", args.test_size)
-    vocab = os.path.join(args.data_dir, "vocab", "chinese_bert_vocab.txt")
+    vocab = data_file(args.data_dir, "vocab/chinese_bert_vocab.txt")
     token_dict, _ = load_vocab(vocab, simplified=True, startswith=["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
     tokenizer = Tokenizer(token_dict, do_lower_case=True)
 

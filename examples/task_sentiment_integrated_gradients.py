@@ -27,12 +27,7 @@ import zipfile
 
 import numpy as np
 
-import keras
-from bert4keras.adversarial import integrated_gradients
-from bert4keras.models import build_transformer_model
-from bert4keras.optimizers import create_optimizer
-from bert4keras.snippets import LengthSortedGenerator
-from bert4keras.tokenizers import Tokenizer, load_vocab
+from bert4keras.snippets import LengthSortedGenerator, data_file, quiet_tensorflow_startup
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,6 +52,17 @@ def parse_args(argv=None):
     p.add_argument("--num-attention-heads", type=int, default=2)
     p.add_argument("--intermediate-size", type=int, default=512)
     return p.parse_args(argv)
+
+
+if __name__ == "__main__":  # answer --help and bad arguments before the seconds TensorFlow takes to import
+    parse_args()
+
+with quiet_tensorflow_startup():  # TensorFlow's C++ start-up lines (oneDNN, CPU features, CUDA probing)
+    import keras
+    from bert4keras.adversarial import integrated_gradients
+    from bert4keras.models import build_transformer_model
+    from bert4keras.optimizers import create_optimizer
+    from bert4keras.tokenizers import Tokenizer, load_vocab
 
 
 def load_data(zip_path, split, limit=0):
@@ -91,12 +97,12 @@ def main(argv=None):
     args = parse_args(argv)
     start = time.time()
     keras.utils.set_random_seed(args.seed)
-    vocab = os.path.join(args.data_dir, "vocab", "chinese_bert_vocab.txt")
+    vocab = data_file(args.data_dir, "vocab/chinese_bert_vocab.txt")
     token_dict, _ = load_vocab(vocab, simplified=True, startswith=["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
     tokenizer = Tokenizer(token_dict, do_lower_case=True)
     model = build_classifier(args, len(token_dict))
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    zip_path = os.path.join(args.data_dir, "zh", "sentiment.zip")
+    zip_path = data_file(args.data_dir, "zh/sentiment.zip")
     test_data = load_data(zip_path, "test", args.test_size)
 
     def batches(data):  # padded to a multiple of 16 so that XLA and JAX compile a handful of shapes; shapes_apart

@@ -56,6 +56,8 @@ import zipfile
 
 import numpy as np
 
+from bert4keras.snippets import data_file
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -164,7 +166,7 @@ def make_tokenizer(args):
     pretrained = bool(args.checkpoint)
     if pretrained and not args.config:
         raise SystemExit("--checkpoint needs --config")
-    vocab_path = args.vocab or os.path.join(args.data_dir, "vocab", "chinese_bert_vocab.txt")
+    vocab_path = args.vocab or data_file(args.data_dir, "vocab/chinese_bert_vocab.txt")
     epochs, lr = args.epochs or (2 if pretrained else 3), args.lr or (2e-5 if pretrained else 1e-3)
     if pretrained:
         return Tokenizer(vocab_path, do_lower_case=True), None, epochs, lr
@@ -279,7 +281,7 @@ def main(argv=None):
 
     keras.utils.set_random_seed(args.seed)
 
-    zip_path = os.path.join(args.data_dir, "zh", "sentiment.zip")
+    zip_path = data_file(args.data_dir, "zh/sentiment.zip")
     train_data = load_data(zip_path, "train", args.train_size)
     valid_data = load_data(zip_path, "valid", args.valid_size)
     test_data = load_data(zip_path, "test", args.test_size)

@@ -35,12 +35,7 @@ import time
 
 import numpy as np
 
-import keras
-from bert4keras.lora import enable_lora
-from bert4keras.models import build_transformer_model, quantizable
-from bert4keras.optimizers import create_optimizer
-from bert4keras.snippets import BackupAndRestore, DataGenerator, length_sorted_batches, sequence_padding
-from bert4keras.tokenizers import Tokenizer
+from bert4keras.snippets import DataGenerator, data_file, length_sorted_batches, quiet_tensorflow_startup, sequence_padding
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -94,6 +89,18 @@ def parse_args(argv=None):
     if args.lr is None:
         args.lr = 1e-3 if args.lora_rank else 1e-4
     return args
+
+
+if __name__ == "__main__":  # answer --help and bad arguments before the seconds TensorFlow takes to import
+    parse_args()
+
+with quiet_tensorflow_startup():  # TensorFlow's C++ start-up lines (oneDNN, CPU features, CUDA probing)
+    import keras
+    from bert4keras.lora import enable_lora
+    from bert4keras.models import build_transformer_model, quantizable
+    from bert4keras.snippets import BackupAndRestore  # a keras Callback: imports Keras
+    from bert4keras.optimizers import create_optimizer
+    from bert4keras.tokenizers import Tokenizer
 
 
 def load_data(filename, limit=0, rng=None):
@@ -166,10 +173,9 @@ def main(argv=None):
     rng = np.random.default_rng(args.seed)
     config_path, checkpoint_path, vocab_path, do_lower_case = resolve_model(args)
 
-    data_dir = os.path.join(args.data_dir, "en")
-    train_data = load_data(os.path.join(data_dir, "sst2_train.tsv"), args.train_size, rng)
-    valid_data = load_data(os.path.join(data_dir, "sst2_dev.tsv"), args.valid_size, rng) if args.valid_size else []
-    test_data = load_data(os.path.join(data_dir, "sst2_test.tsv"), args.test_size)
+    train_data = load_data(data_file(args.data_dir, "en/sst2_train.tsv"), args.train_size, rng)
+    valid_data = load_data(data_file(args.data_dir, "en/sst2_dev.tsv"), args.valid_size, rng) if args.valid_size else []
+    test_data = load_data(data_file(args.data_dir, "en/sst2_test.tsv"), args.test_size)
 
     tokenizer = Tokenizer(vocab_path, do_lower_case=do_lower_case)
     fixed = args.maxlen if args.tiny else None  # tiny runs are short: one shape, one compilation

@@ -32,12 +32,7 @@ import os
 import time
 import zipfile
 
-import keras
-from bert4keras.adversarial import virtual_adversarial_training
-from bert4keras.models import build_transformer_model
-from bert4keras.optimizers import create_optimizer
-from bert4keras.snippets import LengthSortedGenerator
-from bert4keras.tokenizers import Tokenizer, load_vocab
+from bert4keras.snippets import LengthSortedGenerator, data_file, quiet_tensorflow_startup
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,6 +62,17 @@ def parse_args(argv=None):
     p.add_argument("--num-attention-heads", type=int, default=2)
     p.add_argument("--intermediate-size", type=int, default=512)
     return p.parse_args(argv)
+
+
+if __name__ == "__main__":  # answer --help and bad arguments before the seconds TensorFlow takes to import
+    parse_args()
+
+with quiet_tensorflow_startup():  # TensorFlow's C++ start-up lines (oneDNN, CPU features, CUDA probing)
+    import keras
+    from bert4keras.adversarial import virtual_adversarial_training
+    from bert4keras.models import build_transformer_model
+    from bert4keras.optimizers import create_optimizer
+    from bert4keras.tokenizers import Tokenizer, load_vocab
 
 
 def load_data(zip_path, split, limit=0):
@@ -111,14 +117,14 @@ def main(argv=None):
     args = parse_args(argv)
     start = time.time()
     keras.utils.set_random_seed(args.seed)
-    zip_path = os.path.join(args.data_dir, "zh", "sentiment.zip")
+    zip_path = data_file(args.data_dir, "zh/sentiment.zip")
     train_data = load_data(zip_path, "train", args.train_size)
     num_labeled = int(len(train_data) * args.train_frac)
     unlabeled_data = [(text, 0) for text, _ in train_data[num_labeled:]]
     train_data = train_data[:num_labeled]
     valid_data = load_data(zip_path, "valid", args.valid_size)
     test_data = load_data(zip_path, "test", args.test_size)
-    vocab = os.path.join(args.data_dir, "vocab", "chinese_bert_vocab.txt")
+    vocab = data_file(args.data_dir, "vocab/chinese_bert_vocab.txt")
     token_dict, _ = load_vocab(vocab, simplified=True, startswith=["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
     tokenizer = Tokenizer(token_dict, do_lower_case=True)
 

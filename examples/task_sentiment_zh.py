@@ -19,11 +19,7 @@ import os
 import time
 import zipfile
 
-import keras
-from bert4keras.models import build_transformer_model
-from bert4keras.optimizers import create_optimizer
-from bert4keras.snippets import LengthSortedGenerator
-from bert4keras.tokenizers import Tokenizer, load_vocab
+from bert4keras.snippets import LengthSortedGenerator, data_file, quiet_tensorflow_startup
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,6 +46,16 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+if __name__ == "__main__":  # answer --help and bad arguments before the seconds TensorFlow takes to import
+    parse_args()
+
+with quiet_tensorflow_startup():  # TensorFlow's C++ start-up lines (oneDNN, CPU features, CUDA probing)
+    import keras
+    from bert4keras.models import build_transformer_model
+    from bert4keras.optimizers import create_optimizer
+    from bert4keras.tokenizers import Tokenizer, load_vocab
+
+
 def load_data(zip_path, split, limit=0):
     """[(text, label)] of one split, read from the zip in place."""
     with zipfile.ZipFile(zip_path) as z:
@@ -69,7 +75,7 @@ def resolve_settings(args):
         raise SystemExit("--checkpoint needs --config")
     epochs = args.epochs or (2 if pretrained else 3)
     lr = args.lr or (2e-5 if pretrained else 1e-3)
-    vocab_path = args.vocab or os.path.join(args.data_dir, "vocab", "chinese_bert_vocab.txt")
+    vocab_path = args.vocab or data_file(args.data_dir, "vocab/chinese_bert_vocab.txt")
     return pretrained, epochs, lr, vocab_path
 
 
@@ -112,7 +118,7 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     pretrained, epochs, lr, vocab_path = resolve_settings(args)
 
-    zip_path = os.path.join(args.data_dir, "zh", "sentiment.zip")
+    zip_path = data_file(args.data_dir, "zh/sentiment.zip")
     train_data = load_data(zip_path, "train", args.train_size)
     valid_data = load_data(zip_path, "valid")
     test_data = load_data(zip_path, "test", args.test_size)

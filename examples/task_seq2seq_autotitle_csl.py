@@ -29,16 +29,10 @@ import time
 
 import numpy as np
 
-import keras
-from keras import ops
-from bert4keras.layers import Loss
-from bert4keras.metrics import rouge_l, sentence_bleu
-from bert4keras.models import build_transformer_model
-from bert4keras.optimizers import create_optimizer
 from bert4keras.snippets import (
-    AutoRegressiveDecoder, DataGenerator, first_two_apart, length_sorted_batches, sequence_padding,
+    AutoRegressiveDecoder, DataGenerator, data_file, first_two_apart,
+    length_sorted_batches, quiet_tensorflow_startup, sequence_padding,
 )
-from bert4keras.tokenizers import Tokenizer, load_vocab
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -65,6 +59,19 @@ def parse_args(argv=None):
     scratch.add_argument("--num-attention-heads", type=int, default=2)
     scratch.add_argument("--intermediate-size", type=int, default=512)
     return p.parse_args(argv)
+
+
+if __name__ == "__main__":  # answer --help and bad arguments before the seconds TensorFlow takes to import
+    parse_args()
+
+with quiet_tensorflow_startup():  # TensorFlow's C++ start-up lines (oneDNN, CPU features, CUDA probing)
+    import keras
+    from keras import ops
+    from bert4keras.layers import Loss
+    from bert4keras.metrics import rouge_l, sentence_bleu
+    from bert4keras.models import build_transformer_model
+    from bert4keras.optimizers import create_optimizer
+    from bert4keras.tokenizers import Tokenizer, load_vocab
 
 
 def load_data(path, limit=0):
@@ -165,10 +172,10 @@ def main(argv=None):
         raise SystemExit("--checkpoint needs --config")
     epochs = args.epochs or (5 if pretrained else 16)
     lr = args.lr or (2e-5 if pretrained else 1e-3)
-    vocab_path = args.vocab or os.path.join(args.data_dir, "vocab", "chinese_bert_vocab.txt")
+    vocab_path = args.vocab or data_file(args.data_dir, "vocab/chinese_bert_vocab.txt")
 
-    train_data = load_data(os.path.join(args.data_dir, "zh", "csl_ts_test.tsv"), args.train_size)
-    dev_data = load_data(os.path.join(args.data_dir, "zh", "csl_ts_dev.tsv"), args.dev_size)
+    train_data = load_data(data_file(args.data_dir, "zh/csl_ts_test.tsv"), args.train_size)
+    dev_data = load_data(data_file(args.data_dir, "zh/csl_ts_dev.tsv"), args.dev_size)
 
     # The simplified vocab drops ~7,500 tokens a Chinese text never produces; keep_tokens picks their
     # rows out of a checkpoint's embedding (and MLM bias).

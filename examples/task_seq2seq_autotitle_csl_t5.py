@@ -28,16 +28,10 @@ import time
 
 import numpy as np
 
-import keras
-from keras import ops
-from bert4keras.layers import Loss
-from bert4keras.metrics import rouge_l, sentence_bleu
-from bert4keras.models import build_transformer_model
-from bert4keras.optimizers import create_optimizer
 from bert4keras.snippets import (
-    AutoRegressiveDecoder, DataGenerator, first_two_apart, length_sorted_batches, sequence_padding,
+    AutoRegressiveDecoder, DataGenerator, data_file, first_two_apart,
+    length_sorted_batches, quiet_tensorflow_startup, sequence_padding,
 )
-from bert4keras.tokenizers import SpTokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -65,6 +59,19 @@ def parse_args(argv=None):
     scratch.add_argument("--num-attention-heads", type=int, default=4)
     scratch.add_argument("--intermediate-size", type=int, default=512, help="gated GELU feed-forward size")
     return p.parse_args(argv)
+
+
+if __name__ == "__main__":  # answer --help and bad arguments before the seconds TensorFlow takes to import
+    parse_args()
+
+with quiet_tensorflow_startup():  # TensorFlow's C++ start-up lines (oneDNN, CPU features, CUDA probing)
+    import keras
+    from keras import ops
+    from bert4keras.layers import Loss
+    from bert4keras.metrics import rouge_l, sentence_bleu
+    from bert4keras.models import build_transformer_model
+    from bert4keras.optimizers import create_optimizer
+    from bert4keras.tokenizers import SpTokenizer
 
 
 def load_data(path, limit=0):
@@ -166,10 +173,10 @@ def main(argv=None):
     pretrained = bool(args.checkpoint)
     epochs = args.epochs or (5 if pretrained else 10)
     lr = args.lr or (1e-4 if pretrained else 2e-3)
-    spm_path = args.spm or os.path.join(args.data_dir, "spm", "cpm_chinese_vocab.model")
+    spm_path = args.spm or data_file(args.data_dir, "spm/cpm_chinese_vocab.model")
 
-    train_data = load_data(os.path.join(args.data_dir, "zh", "csl_ts_test.tsv"), args.train_size)
-    dev_data = load_data(os.path.join(args.data_dir, "zh", "csl_ts_dev.tsv"), args.dev_size)
+    train_data = load_data(data_file(args.data_dir, "zh/csl_ts_test.tsv"), args.train_size)
+    dev_data = load_data(data_file(args.data_dir, "zh/csl_ts_dev.tsv"), args.dev_size)
 
     tokenizer = SpTokenizer(spm_path, token_start=None, token_end="</s>")
     # T5 pads with the SentencePiece pad piece (id 0 in T5's own models, 5 in CPM's), and the

@@ -39,15 +39,10 @@ import time
 
 import numpy as np
 
-import keras
-from bert4keras.backend import global_pointer_crossentropy, global_pointer_f1_score
-from bert4keras.layers import ConditionalRandomField, EfficientGlobalPointer, GlobalPointer
-from bert4keras.models import build_transformer_model
-from bert4keras.optimizers import create_optimizer
 from bert4keras.snippets import (
-    DataGenerator, ViterbiDecoder, entity_scores, extract_entities, length_sorted_batches, sequence_padding,
+    DataGenerator, ViterbiDecoder, data_file, entity_scores,
+    extract_entities, length_sorted_batches, quiet_tensorflow_startup, sequence_padding,
 )
-from bert4keras.tokenizers import Tokenizer, load_vocab
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,13 +53,13 @@ DATASETS = {
                          test="zh/people_daily_example.dev", test_split="dev", epochs=12, lr=1e-3, maxlen=256,
                          crf_lr_multiplier=10),
 }
-POINTERS = {"efficient_global_pointer": EfficientGlobalPointer, "global_pointer": GlobalPointer}
+HEADS = ("crf", "efficient_global_pointer", "global_pointer")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", choices=sorted(DATASETS), default="conll2003")
-    p.add_argument("--head", choices=["crf", *sorted(POINTERS)], default="crf")
+    p.add_argument("--head", choices=HEADS, default="crf")
     p.add_argument("--head-size", type=int, default=64, help="GlobalPointer heads: size of the start/end projections")
     p.add_argument("--data-dir", default=os.environ.get("BERT4KERAS_DATA", os.path.join(REPO, "..", "shared", "data")),
                    help="folder holding en/ zh/ vocab/ (default: $BERT4KERAS_DATA or <repo>/../shared/data)")
@@ -93,6 +88,20 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+if __name__ == "__main__":  # answer --help and bad arguments before the seconds TensorFlow takes to import
+    parse_args()
+
+with quiet_tensorflow_startup():  # TensorFlow's C++ start-up lines (oneDNN, CPU features, CUDA probing)
+    import keras
+    from bert4keras.backend import global_pointer_crossentropy, global_pointer_f1_score
+    from bert4keras.layers import ConditionalRandomField, EfficientGlobalPointer, GlobalPointer
+    from bert4keras.models import build_transformer_model
+    from bert4keras.optimizers import create_optimizer
+    from bert4keras.tokenizers import Tokenizer, load_vocab
+
+POINTERS = {"efficient_global_pointer": EfficientGlobalPointer, "global_pointer": GlobalPointer}
+
+
 def load_sentences(filename, limit=0):
     """[(words, tags)] from a file with one `word ... tag` line per token and blank lines between sentences."""
     sentences, words, tags = [], [], []
@@ -116,7 +125,7 @@ def load_encoder(args):
     if args.config or args.checkpoint:
         if not (args.config and args.checkpoint and (args.vocab or args.dataset == "people_daily")):
             raise SystemExit("--config, --checkpoint and --vocab go together")
-        vocab = args.vocab or os.path.join(args.data_dir, "vocab", "chinese_bert_vocab.txt")
+        vocab = args.vocab or data_file(args.data_dir, "vocab/chinese_bert_vocab.txt")
         return build_transformer_model(args.config, args.checkpoint), Tokenizer(vocab, do_lower_case=lower), args.checkpoint
     if args.dataset == "conll2003" or args.model_dir:
         model_dir = args.model_dir
@@ -131,7 +140,7 @@ def load_encoder(args):
         tokenizer = Tokenizer(args.vocab or os.path.join(model_dir, "vocab.txt"), do_lower_case=lower)
         return build_transformer_model(model_dir, model_dir), tokenizer, model_dir
     # From scratch: the ~7,500 [unused], ## and foreign-script tokens would never be trained.
-    vocab = args.vocab or os.path.join(args.data_dir, "vocab", "chinese_bert_vocab.txt")
+    vocab = args.vocab or data_file(args.data_dir, "vocab/chinese_bert_vocab.txt")
     token_dict, _ = load_vocab(vocab, simplified=True, startswith=["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
     encoder = build_transformer_model(
         None, None, vocab_size=len(token_dict), hidden_size=args.hidden_size,
@@ -274,8 +283,8 @@ def main(argv=None):
     lr = args.lr or (config["lr"] if args.dataset == "conll2003" or not pretrained else 2e-5)
     crf_lr_multiplier = args.crf_lr_multiplier or config["crf_lr_multiplier"]
 
-    train_sentences = load_sentences(os.path.join(args.data_dir, config["train"]), args.train_size)
-    test_sentences = load_sentences(os.path.join(args.data_dir, config["test"]), args.test_size)
+    train_sentences = load_sentences(data_file(args.data_dir, config["train"]), args.train_size)
+    test_sentences = load_sentences(data_file(args.data_dir, config["test"]), args.test_size)
     if args.head == "crf":
         labels, types = Labels(train_sentences), None
     else:
