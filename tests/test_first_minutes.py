@@ -31,6 +31,11 @@ def run(args, **kwargs):
     return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=300, **kwargs)
 
 
+# These do not depend on the Keras backend (the Quickstart test at the end runs on each): once, under TensorFlow.
+once = pytest.mark.skipif(BACKEND != "tensorflow", reason="backend-independent: runs under KERAS_BACKEND=tensorflow")
+
+
+@once
 def test_help_of_every_script_answers_without_importing_a_backend():
     probe = (
         "import runpy, sys\n"
@@ -49,6 +54,7 @@ def test_help_of_every_script_answers_without_importing_a_backend():
     assert result.stdout.count("ok ") == len(SCRIPTS) and "usage:" in result.stdout
 
 
+@once
 def test_tensorflow_start_up_lines_are_hidden_and_everything_else_is_kept():
     code = (
         "import os, sys\n"
@@ -65,6 +71,7 @@ def test_tensorflow_start_up_lines_are_hidden_and_everything_else_is_kept():
     assert quiet.stderr == "a python line\na native line\nafter\n", (quiet.stderr, loud.stderr)
 
 
+@once
 def test_data_file_names_the_missing_file_the_folder_and_the_way_to_get_it(tmp_path):
     (tmp_path / "zh").mkdir()
     (tmp_path / "zh" / "there.txt").write_text("x")
@@ -75,6 +82,7 @@ def test_data_file_names_the_missing_file_the_folder_and_the_way_to_get_it(tmp_p
         data_file(str(tmp_path / "nowhere"), "zh/sentiment.zip")
 
 
+@once
 def test_an_example_without_its_data_says_which_file_and_where_to_get_it(tmp_path):
     result = run([os.path.join(REPO, "examples", "task_sentiment_zh.py"), "--data-dir", str(tmp_path / "none")])
     assert result.returncode != 0
@@ -108,6 +116,7 @@ def mirror(tmp_path):
     server.server_close()
 
 
+@once
 def test_get_data_downloads_checks_and_skips(mirror, tmp_path):
     url, data = mirror
     out = tmp_path / "data"

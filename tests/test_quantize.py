@@ -24,6 +24,10 @@ FAMILIES = [
     ("t5.1.0", {}),  # tied, rescaled LM head
     ("t5.1.1", {}),  # gated feed-forward, untied head
 ]
+# Quantization is backend-independent Keras code around the same layers: every family runs on TensorFlow; on
+# JAX and torch (where each family costs 20-45 s of compiling) one encoder with a tied MLM head, GPT-2 and T5.
+if keras.backend.backend() != "tensorflow":
+    FAMILIES = [(family, kwargs) for family, kwargs in FAMILIES if family in ("bert", "gpt2", "t5.1.1")]
 
 
 def build(model, **kwargs):
@@ -70,7 +74,7 @@ def test_int8_quantizes_every_dense_and_embedding_silently_and_round_trips(famil
     np.testing.assert_allclose(reloaded.predict_on_batch(x), got, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("family", ["bert", "gpt2"])
+@pytest.mark.parametrize("family", ["bert", "gpt2"] if keras.backend.backend() == "tensorflow" else ["gpt2"])
 def test_int4_round_trips(family, tmp_path):
     model = build(family, **({"with_mlm": True} if family == "bert" else {}))
     x = inputs_for(model)
