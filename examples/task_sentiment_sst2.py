@@ -74,6 +74,9 @@ def parse_args(argv=None):
     p.add_argument("--lora-rank", type=int,
                    help="train LoRA adapters of this rank on the attention's query and value projections "
                         "(and the pooler and classifier) instead of every weight")
+    p.add_argument("--lora-targets", nargs="+", metavar="NAME",
+                   help="Dense sublayers given adapters with --lora-rank (default: q_dense v_dense; also k_dense, "
+                        "o_dense: attention and feed-forward outputs, i0_dense: feed-forward input)")
     p.add_argument("--quantize", choices=["int8", "int4"],
                    help="after training, quantize the model (Keras' Model.quantize) and test it again")
     p.add_argument("--dtype-policy", default="float32", choices=["float32", "mixed_bfloat16", "mixed_float16"],
@@ -86,6 +89,9 @@ def parse_args(argv=None):
         p.error("--backup-steps must be >= 1")
     if args.lora_rank is not None and args.lora_rank < 1:
         p.error("--lora-rank must be >= 1")
+    if args.lora_targets and not args.lora_rank:
+        p.error("--lora-targets needs --lora-rank")
+    args.lora_targets = args.lora_targets or ["q_dense", "v_dense"]
     if args.lr is None:
         args.lr = 1e-3 if args.lora_rank else 1e-4
     return args
@@ -197,7 +203,7 @@ def main(argv=None):
     )(output)
     model = keras.Model(bert.inputs, output)
     if args.lora_rank:
-        enable_lora(bert, args.lora_rank, trainable_layers=("Pooler-Dense",))
+        enable_lora(bert, args.lora_rank, targets=args.lora_targets, trainable_layers=("Pooler-Dense",))
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
     total = sum(int(np.prod(v.shape)) for v in model.weights)
     print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
@@ -255,7 +261,8 @@ def main(argv=None):
     print(
         f"settings: model={checkpoint_path} train_size={len(train_data)} epochs={args.epochs} "
         f"batch_size={args.batch_size} maxlen={args.maxlen} lr={args.lr} seed={args.seed} "
-        f"lora_rank={args.lora_rank} trainable_parameters={trainable}"
+        f"lora_rank={args.lora_rank} lora_targets={','.join(args.lora_targets) if args.lora_rank else None} "
+        f"trainable_parameters={trainable}"
     )
     return test_accuracy
 
