@@ -10,10 +10,13 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.slow  # runs the example scripts in subprocesses: deselect with -m 'not slow'
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
+# The training steps these scripts use are tested on every backend in test_adversarial.py; the scripts
+# themselves run under TensorFlow only (CI time).
+pytestmark = [pytest.mark.slow,  # runs the example scripts in subprocesses: deselect with -m 'not slow'
+              pytest.mark.skipif(BACKEND != "tensorflow", reason="the scripts run under TensorFlow; "
+                                 "their training steps are tested on every backend in test_adversarial.py")]
 TINY = ["--test-size", "64", "--epochs", "1", "--maxlen", "16", "--batch-size", "16",
         "--num-hidden-layers", "1", "--hidden-size", "16", "--num-attention-heads", "2", "--intermediate-size", "32"]
 

@@ -15,7 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow  # trains a tiny model and runs a server in subprocesses
+# Under TensorFlow and torch (CI time); serving.Batcher and WebServing are tested on every backend in
+# test_batcher.py and test_reference_examples.py.
+pytestmark = [pytest.mark.slow,  # trains a tiny model and runs a server in subprocesses
+              pytest.mark.skipif(os.environ.get("KERAS_BACKEND", "tensorflow") == "jax",
+                                 reason="runs under TensorFlow and torch; the serving code is tested on every backend")]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SST2 = os.path.join(REPO, "examples", "task_sentiment_sst2.py")
