@@ -710,7 +710,7 @@ def test_create_optimizer_leaves_biases_and_norms_undecayed():
     assert float(optimizer.beta_1) == 0.5  # keywords reach AdamW
     before = {v.path: ops.convert_to_numpy(v).copy() for v in model.trainable_variables}
     # Zero gradients: Adam moves nothing, so whatever changes is the decoupled weight decay.
-    optimizer.apply([ops.zeros_like(v) for v in model.trainable_variables], model.trainable_variables)
+    optimizer.apply([ops.zeros(v.shape, v.dtype) for v in model.trainable_variables], model.trainable_variables)
     for v in model.trainable_variables:
         after = ops.convert_to_numpy(v)
         if v.path == "dense/kernel":
