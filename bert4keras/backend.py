@@ -574,6 +574,23 @@ def unchecked_ids():
         _unchecked.depth = depth
 
 
+@contextlib.contextmanager
+def asserted_ids():
+    """Within it, on PyTorch, `checked_ids` adds its check to the graph being traced as
+    ``torch._assert_async`` instead of reading the ids back to the host: for tracing a step into
+    a graph of aten ops (`bert4keras.generation.compiled_step`). A failing check raises a
+    RuntimeError whose message starts with `ID_ASSERTION`."""
+    depth = getattr(_unchecked, "asserted", 0)
+    _unchecked.asserted = depth + 1
+    try:
+        yield
+    finally:
+        _unchecked.asserted = depth
+
+
+ID_ASSERTION = "bert4keras id check"
+
+
 def checked_ids(ids, vocab_size, name):
     """``ids`` (an int tensor) after checking that every id is in ``[0, vocab_size)``.
 
@@ -585,6 +602,8 @@ def checked_ids(ids, vocab_size, name):
       carrying the message (XLA drops assertions: not checked under ``jit_compile=True``);
     - JAX under ``jit`` (``predict``/``fit``): a host callback raising the ValueError, which JAX
       re-raises as a JaxRuntimeError carrying the message.
+    - PyTorch steps traced under `asserted_ids` (cached decoding): ``torch._assert_async``; the
+      decoding step then reruns eagerly, so the user still gets the ValueError.
     The cost is a min/max over the ids (measured in benchmarks/bench_id_check.py).
 
     Args:
@@ -609,8 +628,15 @@ def checked_ids(ids, vocab_size, name):
             check = tf.debugging.Assert(valid, [message, tf.reduce_min(ids), tf.reduce_max(ids)])
             with tf.control_dependencies([check]):
                 return tf.identity(ids)
-    elif backend == "torch" and ids.device.type == "meta":  # shape inference
-        return ids
+    elif backend == "torch":
+        if ids.device.type == "meta":  # shape inference
+            return ids
+        if getattr(_unchecked, "asserted", 0):
+            import torch
+
+            message = "%s: %s: an id is outside [0, vocab_size=%d)" % (ID_ASSERTION, name, vocab_size)
+            torch._assert_async((ops.min(ids) >= 0) & (ops.max(ids) < vocab_size), message)
+            return ids
     if keras.backend.is_keras_tensor(ids) or 0 in tuple(ids.shape):
         return ids
     low, high = ops.convert_to_numpy(ops.min(ids)), ops.convert_to_numpy(ops.max(ids))

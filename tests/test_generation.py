@@ -53,9 +53,41 @@ def test_cached_steps_equal_full_recomputation(model, kwargs, n_inputs):
         expected, _ = full(inputs, outputs[:, :t])
         got, states = cached(inputs, outputs[:, :t], states)
         np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
+    assert_step_traced(cached)
     with pytest.raises(ValueError, match="past the KV cache"):
         for t in range(outputs.shape[1] + 1, 20):
             _, states = cached(inputs, np.ones((3, t), "int32"), states)
+
+
+def assert_step_traced(predictor):
+    """On PyTorch, the repeated one-token step ran as a traced graph: no family falls back to
+    eager Keras (`TracedTorchStep.untraced` names the reason when one does)."""
+    if keras.backend.backend() == "torch":
+        assert predictor.step.untraced == {}
+        assert any(graph is not None for graph in predictor.step.graphs.values())
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the traced step is PyTorch's")
+def test_traced_torch_step_checks_ids_and_reads_the_current_weights():
+    builder = tiny("gpt2")
+    predictor = builder.predictor(max_length=16)
+    prompt = np.array([[5, 17, 42]], "int32")
+    logits, states = predictor([prompt], np.zeros((1, 0), "int32"), None)
+    for token in (7, 9):  # the second one-token call traces the step
+        logits, states = predictor([prompt], np.array([[token]], "int32"), states)
+    assert_step_traced(predictor)
+    with pytest.raises(ValueError, match=r"outside \[0, vocab_size=50\)"):
+        predictor([prompt], np.array([[60]], "int32"), states)
+    # weights assigned after tracing are the ones the graphs multiply by
+    for kernel in builder.model.weights:
+        if kernel.path.endswith("o_dense/kernel"):
+            kernel.assign(keras.ops.ones(kernel.shape) * 0.01)
+    _, states = predictor([prompt], np.zeros((1, 0), "int32"), None)
+    for token in (7, 9):
+        got, states = predictor([prompt], np.array([[token]], "int32"), states)
+    expected, _ = builder.predictor()([prompt], np.array([[7, 9]], "int32"))
+    np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
+    assert sum(graph is not None for graph in predictor.step.graphs.values()) == 2  # prompt and one token
 
 
 def test_step_model_takes_and_returns_its_caches_by_name():
@@ -123,9 +155,11 @@ def test_gpt2_decoding_matches_transformers_generate(tmp_path, num_beams):
     expected = expected.numpy()[0, prompt.shape[1]:]
 
     gpt2 = build_transformer_model(str(tmp_path), str(tmp_path), model="gpt2", return_keras_model=False)
-    decoder = Decoder(gpt2.predictor(max_length=32), start_id=None, end_id=None, maxlen=MAX_NEW)
+    predictor = gpt2.predictor(max_length=32)
+    decoder = Decoder(predictor, start_id=None, end_id=None, maxlen=MAX_NEW)
     got = decoder.greedy([prompt[0]]) if num_beams == 1 else decoder.beam_search([prompt[0]], topk=num_beams)
     np.testing.assert_array_equal(got, expected)
+    assert_step_traced(predictor)
 
 
 @pytest.mark.parametrize("weights", ["hf", "official"])
@@ -163,6 +197,8 @@ def test_t5_decoding_matches_transformers_generate(tmp_path, num_beams, weights)
         prefix = write_google_checkpoint(str(tmp_path / "official" / "model.ckpt"), variables)
         t5 = build_transformer_model(str(tmp_path / "config.json"), prefix, model="t5.1.1", return_keras_model=False)
     context = t5.encoder.predict(source, verbose=0)
-    decoder = Decoder(t5.predictor(max_length=16), start_id=0, end_id=None, maxlen=MAX_NEW)
+    predictor = t5.predictor(max_length=16)
+    decoder = Decoder(predictor, start_id=0, end_id=None, maxlen=MAX_NEW)
     got = decoder.greedy([context[0]]) if num_beams == 1 else decoder.beam_search([context[0]], topk=num_beams)
     np.testing.assert_array_equal(got, expected)
+    assert_step_traced(predictor)
