@@ -548,7 +548,7 @@ def compiled_step(model):
 
         return run
     if backend == "torch":
-        return TracedTorchStep(model)
+        return TracedTorchStep(model, donated=getattr(model, "cache_names", ()))
     return model
 
 
@@ -566,10 +566,18 @@ class TracedTorchStep:
     graph (`bert4keras.backend.asserted_ids`); when that check fails, the step reruns eagerly and
     raises `checked_ids`' ValueError. A signature whose trace fails (e.g. Python reading a
     tensor's value) stays eager; ``untraced`` maps it to the reason.
+
+    ``donated`` names inputs whose buffers the traced graph may write into, as JAX's
+    ``donate_argnums``: the copy Keras' functional ``slice_update`` makes of a donated cache
+    before writing the new keys/values (the whole cache, per block and step; at batch 8 more
+    time than the attention itself) is dropped, so the write lands in the input's buffer, whose
+    positions from the write index on nothing reads any more. `CachedPredictor` copies the
+    caches of a `KVCache` it steps from a second time, so branching from one state stays exact.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, donated=()):
         self.model = model
+        self.donated = tuple(donated)
         self.graphs = {}  # signature -> traced graph, or None after its first (eager) call
         self.untraced = {}  # signature -> why tracing failed
 
@@ -602,10 +610,31 @@ class TracedTorchStep:
         try:
             with asserted_ids():
                 # Fake tensors for the inputs; the weights are real tensors the graph keeps.
-                return make_fx(lambda feeds: self.model(feeds), tracing_mode="fake", _allow_non_fake_inputs=True)(inputs)
+                graph = make_fx(lambda feeds: self.model(feeds), tracing_mode="fake", _allow_non_fake_inputs=True)(inputs)
         except Exception as error:  # noqa: BLE001 - any failure leaves this signature eager
             self.untraced[signature] = "%s: %s" % (type(error).__name__, error)
             return None
+        self._write_in_place(graph, inputs)
+        return graph
+
+    def _write_in_place(self, graph, inputs):
+        """Drop ``clone`` of a donated input whose one use is the ``index_put_`` writing into it."""
+        import torch
+
+        placeholders = [node for node in graph.graph.nodes if node.op == "placeholder"]
+        names = torch.utils._pytree.tree_flatten_with_path(inputs)[0]
+        donated = {node for node, (path, _) in zip(placeholders, names) if path[-1].key in self.donated}
+        for node in list(graph.graph.nodes):
+            if (
+                node.target is torch.ops.aten.clone.default
+                and node.args[0] in donated
+                and len(node.users) == 1
+                and next(iter(node.users)).target is torch.ops.aten.index_put_.default
+                and next(iter(node.users)).args[0] is node
+            ):
+                node.replace_all_uses_with(node.args[0])
+                graph.graph.erase_node(node)
+        graph.recompile()
 
 
 class KVCache:
@@ -617,6 +646,7 @@ class KVCache:
     def __init__(self, caches, index):
         self.caches = caches
         self.index = index
+        self.stepped = False  # set by the first CachedPredictor step from this state
 
     def reorder(self, indices):
         """A `KVCache` whose row ``j`` is row ``indices[j]`` of this one."""
@@ -675,6 +705,9 @@ class CachedPredictor:
             index = 0
         else:
             caches, index = states.caches, states.index
+            if states.stepped and getattr(self.step, "donated", ()):  # a second step from this state
+                caches = {name: ops.copy(cache) for name, cache in caches.items()}
+            states.stepped = True
         if index + chunk_len > self.max_length:
             raise ValueError(
                 f"Decoding past the KV cache: position {index + chunk_len} > max_length "

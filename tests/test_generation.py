@@ -90,6 +90,24 @@ def test_traced_torch_step_checks_ids_and_reads_the_current_weights():
     assert sum(graph is not None for graph in predictor.step.graphs.values()) == 2  # prompt and one token
 
 
+def test_cached_decoding_branches_from_one_state():
+    """Two steps from the same `KVCache` (a branch, as a user exploring alternatives writes it):
+    the second is as if the first had not run, also where the step writes the caches in place
+    (PyTorch's traced step)."""
+    builder = tiny("gpt2")
+    predictor, full = builder.predictor(max_length=16), builder.predictor()
+    prompt = np.array([[5, 17, 42]], "int32")
+    _, states = predictor([prompt], np.zeros((1, 0), "int32"), None)
+    for token in (7, 9, 11):  # traced from the second one-token step on
+        _, states = predictor([prompt], np.array([[token]], "int32"), states)
+    branches = [predictor([prompt], np.array([[7, 9, 11, token]], "int32"), states)[1] for token in (3, 4)]
+    for token, branch in zip((3, 4), branches):  # each branch continues from its own token
+        got, _ = predictor([prompt], np.array([[7, 9, 11, token, 8]], "int32"), branch)
+        expected, _ = full([prompt], np.array([[7, 9, 11, token, 8]], "int32"))
+        np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
+    assert_step_traced(predictor)
+
+
 def test_step_model_takes_and_returns_its_caches_by_name():
     """The cached step's contract: inputs and outputs by name (with the builder's prefix), one
     cache per block, and building or running it leaves the builder's own graph as it was."""
