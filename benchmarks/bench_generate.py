@@ -19,6 +19,13 @@ prompt processing included, compilation excluded: every path runs once before it
   steps by linear interpolation of step time over the prefix length, so it is not a measured run.
 
 Ratios: ours-cached / HF and ours-cached / ours-full. Times are medians of `--repeats` runs.
+
+`--model t5`: a T5-base-shaped t5.1.1 model (12 + 12 layers, d_model 768, 12 heads, d_ff 2048 gated-GELU,
+vocab 32128, untied head) with random weights, a 64-token source, 64 new tokens: ours is the encoder's
+`predict` then the cached decoder (`t5.predictor(max_length)`), HF is `T5ForConditionalGeneration.generate`;
+greedy at batch 1 (`AutoRegressiveDecoder.greedy`) and batch 8 (an argmax loop over the predictor), beam
+search with 4 beams at batch 1 (`AutoRegressiveDecoder.beam_search`, which takes one input, as bert4keras's
+did; HF `num_beams=4`, `length_penalty=1.0`, no early stopping).
 """
 
 import argparse
@@ -39,6 +46,7 @@ FULL_LENGTHS = (16, 48, 80, 112, 143)  # prefix lengths at which the full path i
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="gpt2", choices=["gpt2", "t5"])
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--batch-sizes", default="1,8")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per path (median)")
@@ -136,8 +144,113 @@ def hf_generate(path, dtype):
     return generate
 
 
+T5_SOURCE_LEN = 64
+T5_NEW_TOKENS = 64
+
+
+def save_random_t5(path, layers):
+    """A random T5-base-shaped t5.1.1 `T5ForConditionalGeneration` saved as safetensors in `path`."""
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=32128, d_model=768, d_kv=64, d_ff=2048, num_layers=layers, num_decoder_layers=layers,
+                      num_heads=12, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    T5ForConditionalGeneration(config).save_pretrained(path)
+
+
+def main_t5(args):
+    """T5 greedy and beam-search decoding speed (see the module docstring)."""
+    import torch
+    from transformers import T5ForConditionalGeneration
+
+    from bert4keras.models import build_transformer_model
+    from bert4keras.snippets import AutoRegressiveDecoder
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    backend = keras.backend.backend()
+    rng = np.random.default_rng(0)
+    max_length = T5_NEW_TOKENS + 1  # the start token and the new tokens
+
+    class Decoder(AutoRegressiveDecoder):
+        def __init__(self, predictor, **kwargs):
+            super().__init__(**kwargs)
+            self.predictor = predictor
+
+        @AutoRegressiveDecoder.wraps(default_rtype="logits", use_states=True)
+        def predict(self, inputs, output_ids, states):
+            return self.predictor(inputs, output_ids, states)
+
+    results = {}
+    with tempfile.TemporaryDirectory() as path:
+        save_random_t5(path, args.layers)
+        t5 = build_transformer_model(path, path, model="t5", return_keras_model=False)
+        hf = T5ForConditionalGeneration.from_pretrained(path).eval()
+        print(f"backend {backend}, T5-base shape (t5.1.1), {args.layers} + {args.layers} layers, "
+              f"torch threads {torch.get_num_threads()}", flush=True)
+
+        def hf_generate(source, num_beams):
+            with torch.no_grad():
+                out = hf.generate(torch.tensor(source, dtype=torch.long), max_new_tokens=T5_NEW_TOKENS,
+                                  min_new_tokens=T5_NEW_TOKENS, do_sample=False, num_beams=num_beams,
+                                  length_penalty=1.0, early_stopping=False, eos_token_id=None)
+            return out.numpy()
+
+        batch_predictor = t5.predictor(max_length=max_length)
+
+        def ours_batch(source):
+            context = t5.encoder.predict_on_batch(source)
+            predictor = batch_predictor
+            output_ids, states = np.zeros((len(source), 1), "int32"), None
+            for _ in range(T5_NEW_TOKENS):
+                logits, states = predictor([context], output_ids, states)
+                output_ids = np.concatenate([output_ids, logits.argmax(-1)[:, None].astype("int32")], 1)
+            return output_ids
+
+        predictors = {}
+
+        def ours_decoder(source, method):
+            context = t5.encoder.predict_on_batch(source)
+            if method not in predictors:  # one predictor per method, as a script keeps its decoder
+                predictors[method] = Decoder(t5.predictor(max_length=max_length), start_id=0, end_id=None,
+                                             maxlen=T5_NEW_TOKENS)
+            decoder = predictors[method]
+            if method == "greedy":
+                return decoder.greedy([context[0]])[None]
+            return decoder.beam_search([context[0]], topk=4)[None]
+
+        cases = [("greedy", 1, lambda s: ours_decoder(s, "greedy"), lambda s: hf_generate(s, 1)),
+                 ("greedy", 8, ours_batch, lambda s: hf_generate(s, 1)),
+                 ("beam 4", 1, lambda s: ours_decoder(s, "beam"), lambda s: hf_generate(s, 4))]
+        for name, batch_size, ours, theirs in cases:
+            source = rng.integers(2, 32128, size=(batch_size, T5_SOURCE_LEN)).astype("int32")
+            start = time.perf_counter()
+            got = ours(source)
+            print(f"  {name}, batch {batch_size}: first run, compilation included: {time.perf_counter() - start:.1f} s",
+                  flush=True)
+            expected = theirs(source)
+            same = int((got == expected).all(axis=1).sum())
+            ours_s, hf_s = median_times([lambda: ours(source), lambda: theirs(source)], args.repeats)
+            results[name, batch_size] = (ours_s, hf_s, same)
+            print(f"  {name}, batch {batch_size}: ours {ours_s:.2f} s, HF {hf_s:.2f} s, tokens equal to HF's "
+                  f"{same}/{batch_size} rows", flush=True)
+
+    print(f"\nbackend {backend}, T5-base shape: new tokens x batch / s, encoder included")
+    print("| decoding | batch | ours | HF generate | ours / HF | tokens equal to HF's |")
+    print("|---|---|---|---|---|---|")
+    for (name, batch_size), (ours_s, hf_s, same) in results.items():
+        ours_speed, hf_speed = T5_NEW_TOKENS * batch_size / ours_s, T5_NEW_TOKENS * batch_size / hf_s
+        print(f"| {name} | {batch_size} | {ours_speed:.1f} | {hf_speed:.1f} | {hf_s / ours_s:.2f}x | {same}/{batch_size} |")
+    print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
+    return results
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.model == "t5":
+        return main_t5(args)
     if args.dtype == "bfloat16":
         keras.config.set_dtype_policy("bfloat16")
     import torch

@@ -510,7 +510,7 @@ SUBSET = {
     "jax": {
         "basic_extract_features.py", "basic_language_model_gpt2_ml.py", WEB, "task_conditional_language_model.py",
         "task_iflytek_bert_of_theseus.py", "task_iflytek_multigpu.py", "task_relation_extraction.py",
-        "task_relation_extraction_gplinker.py", "task_seq2seq_autotitle_csl_mt5.py", "task_sequence_labeling_ner_crf.py",
+        "task_seq2seq_autotitle_csl_mt5.py", "task_sequence_labeling_ner_crf.py",
         "task_language_model_chinese_chess.py", *PORTED, IG,
     },
     "torch": {
