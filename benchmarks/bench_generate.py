@@ -87,13 +87,11 @@ def save_random_gpt2(path, layers):
     GPT2LMHeadModel(config).save_pretrained(path)
 
 
-def build_ours(path):
-    from bert4keras.models import build_transformer_model
+def predictor_decoder():
+    """An `AutoRegressiveDecoder` subclass whose ``predict`` is a given predictor (logits)."""
     from bert4keras.snippets import AutoRegressiveDecoder
 
-    gpt2 = build_transformer_model(path, path, model="gpt2", final_activation="linear", return_keras_model=False)
-
-    class Greedy(AutoRegressiveDecoder):
+    class PredictorDecoder(AutoRegressiveDecoder):
         def __init__(self, predictor, **kwargs):
             super().__init__(**kwargs)
             self.predictor = predictor
@@ -102,7 +100,14 @@ def build_ours(path):
         def predict(self, inputs, output_ids, states):
             return self.predictor(inputs, output_ids, states)
 
-    return gpt2, Greedy
+    return PredictorDecoder
+
+
+def build_ours(path):
+    from bert4keras.models import build_transformer_model
+
+    gpt2 = build_transformer_model(path, path, model="gpt2", final_activation="linear", return_keras_model=False)
+    return gpt2, predictor_decoder()
 
 
 def predictor_loop(predictor, prompts):
@@ -166,22 +171,13 @@ def main_t5(args):
     from transformers import T5ForConditionalGeneration
 
     from bert4keras.models import build_transformer_model
-    from bert4keras.snippets import AutoRegressiveDecoder
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     backend = keras.backend.backend()
     rng = np.random.default_rng(0)
     max_length = T5_NEW_TOKENS + 1  # the start token and the new tokens
-
-    class Decoder(AutoRegressiveDecoder):
-        def __init__(self, predictor, **kwargs):
-            super().__init__(**kwargs)
-            self.predictor = predictor
-
-        @AutoRegressiveDecoder.wraps(default_rtype="logits", use_states=True)
-        def predict(self, inputs, output_ids, states):
-            return self.predictor(inputs, output_ids, states)
+    Decoder = predictor_decoder()
 
     results = {}
     with tempfile.TemporaryDirectory() as path:

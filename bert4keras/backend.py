@@ -563,15 +563,22 @@ _unchecked = threading.local()
 
 
 @contextlib.contextmanager
-def unchecked_ids():
-    """Within it, `checked_ids` returns ids unchecked: for tracing a graph that cannot call back to
-    Python, such as a SavedModel exported from JAX (`TransformerModel.export`)."""
-    depth = getattr(_unchecked, "depth", 0)
-    _unchecked.depth = depth + 1
+def _nested(state, name):
+    """Count ``state.<name>`` up for the block (nesting-safe), back down after it."""
+    depth = getattr(state, name, 0)
+    setattr(state, name, depth + 1)
     try:
         yield
     finally:
-        _unchecked.depth = depth
+        setattr(state, name, depth)
+
+
+@contextlib.contextmanager
+def unchecked_ids():
+    """Within it, `checked_ids` returns ids unchecked: for tracing a graph that cannot call back to
+    Python, such as a SavedModel exported from JAX (`TransformerModel.export`)."""
+    with _nested(_unchecked, "depth"):
+        yield
 
 
 @contextlib.contextmanager
@@ -580,12 +587,8 @@ def asserted_ids():
     ``torch._assert_async`` instead of reading the ids back to the host: for tracing a step into
     a graph of aten ops (`bert4keras.generation.compiled_step`). A failing check raises a
     RuntimeError whose message starts with `ID_ASSERTION`."""
-    depth = getattr(_unchecked, "asserted", 0)
-    _unchecked.asserted = depth + 1
-    try:
+    with _nested(_unchecked, "asserted"):
         yield
-    finally:
-        _unchecked.asserted = depth
 
 
 ID_ASSERTION = "bert4keras id check"
