@@ -427,12 +427,16 @@ class DecodingStep:
         key_length: int, the caches' length (``max_length``).
         caches: list of tensors ``(batch_size, 2, key_length, heads, head_size)``, one per
             block: keys and values of the positions before ``index`` (the rest unused).
+        cross_caches: None, or (T5's decoder) a list of tensors ``(batch_size, 2, src_len,
+            heads, head_size)``, one per block: its cross attention's keys and values of the
+            source, computed once (`Transformer.cross_attention_layers`).
     """
 
-    def __init__(self, index, key_length, caches):
+    def __init__(self, index, key_length, caches, cross_caches=None):
         self.index = index
         self.key_length = int(key_length)
         self.caches = list(caches)
+        self.cross_caches = None if cross_caches is None else list(cross_caches)
         self.updated = {}
         self.block = None
 
@@ -491,7 +495,8 @@ def _step_model_class():
 
     class StepModel(keras.Model):
         """See `build_step_model`. Attributes: ``input_names`` (the model's inputs),
-        ``index_name``, ``cache_names`` (one per block) and ``cache_shapes`` (without batch)."""
+        ``index_name``, ``cache_names`` (one per block), ``cache_shapes`` (without batch) and
+        ``cross_names`` (one per block with a cross attention, else empty)."""
 
         def __init__(self, transformer, max_length):
             prefix = transformer.prefix
@@ -503,12 +508,22 @@ def _step_model_class():
             shapes = transformer.cache_shapes(self.max_length)
             self.cache_names = [f"{prefix}Cache-{block}" for block in range(len(shapes))]
             self.cache_shapes = dict(zip(self.cache_names, shapes))
+            self.cross_layers = transformer.cross_attention_layers()
+            self.cross_names = [f"{prefix}Cross-Cache-{block}" for block in range(len(self.cross_layers))]
             # tracked so that a compiled step takes the weights as state
             self.shared_layers = [layer for layer in transformer.model.layers if layer.weights]
             self.built = True  # every layer is the builder's, built with its model
 
+        def cross_caches(self, inputs):
+            """``{Cross-Cache-<block>: keys and values (batch_size, 2, src_len, heads, head_size)}``
+            of the source, the first input (T5's ``Input-Context``), in each block's cross
+            attention; computed once per source, fed back at every step."""
+            context = inputs[self.input_names[0]]
+            return {name: layer.key_value_cache(context) for name, layer in zip(self.cross_names, self.cross_layers)}
+
         def call(self, inputs):
-            step = DecodingStep(inputs[self.index_name], self.max_length, [inputs[n] for n in self.cache_names])
+            cross = [inputs[n] for n in self.cross_names] or None
+            step = DecodingStep(inputs[self.index_name], self.max_length, [inputs[n] for n in self.cache_names], cross)
             output = self.transformer.call_builder([inputs[n] for n in self.input_names], step)
             outputs = {"Output": output[:, -1]}
             outputs.update((name, step.updated[block]) for block, name in enumerate(self.cache_names))
@@ -550,6 +565,19 @@ def compiled_step(model):
     if backend == "torch":
         return TracedTorchStep(model, donated=getattr(model, "cache_names", ()))
     return model
+
+
+def _no_grad():
+    """``torch.no_grad()`` on PyTorch, a no-op context elsewhere."""
+    import contextlib
+
+    import keras
+
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.no_grad()
+    return contextlib.nullcontext()
 
 
 class TracedTorchStep:
@@ -639,7 +667,8 @@ class TracedTorchStep:
 
 class KVCache:
     """Decoding state of a `CachedPredictor`: ``caches``, ``{name: backend tensor (batch_size, 2,
-    max_length, heads, head_size)}`` as the step model names them, and ``index``, the next write
+    max_length, heads, head_size)}`` as the step model names them (T5's decoder adds its cross
+    attentions' ``(batch_size, 2, src_len, heads, head_size)``), and ``index``, the next write
     position. `AutoRegressiveDecoder` calls `reorder` when it re-ranks beams or drops finished
     rows."""
 
@@ -699,23 +728,28 @@ class CachedPredictor:
         output_ids = np.asarray(output_ids, dtype="int32")
         chunk = self.transformer.chunk_inputs(inputs, output_ids, first=states is None)
         batch_size, chunk_len = chunk[-1].shape[0], chunk[-1].shape[1]
+        feeds = {name: ops.convert_to_tensor(x) for name, x in zip(self.model.input_names, chunk)}
         if states is None:
             shapes = self.model.cache_shapes
             caches = {name: ops.zeros((batch_size,) + shape, self.dtype) for name, shape in shapes.items()}
+            if self.model.cross_names:
+                with _no_grad():
+                    caches.update(self.model.cross_caches(feeds))
             index = 0
         else:
             caches, index = states.caches, states.index
-            if states.stepped and getattr(self.step, "donated", ()):  # a second step from this state
-                caches = {name: ops.copy(cache) for name, cache in caches.items()}
+            donated = getattr(self.step, "donated", ())
+            if states.stepped and donated:  # a second step from this state: keep its caches intact
+                caches = {name: ops.copy(cache) if name in donated else cache for name, cache in caches.items()}
             states.stepped = True
         if index + chunk_len > self.max_length:
             raise ValueError(
                 f"Decoding past the KV cache: position {index + chunk_len} > max_length "
                 f"{self.max_length}; build the predictor with a larger max_length."
             )
-        feeds = {name: ops.convert_to_tensor(x) for name, x in zip(self.model.input_names, chunk)}
         feeds[self.model.index_name] = ops.convert_to_tensor(np.full((batch_size,), index, "int32"))
         feeds.update(caches)
         outputs = self.step(feeds)
         updated = {name: outputs[name] for name in self.model.cache_names}
+        updated.update((name, caches[name]) for name in self.model.cross_names)
         return ops.convert_to_numpy(outputs["Output"]), KVCache(updated, index + chunk_len)

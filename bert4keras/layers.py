@@ -484,7 +484,9 @@ class MultiHeadAttention(NodeAccessors, keras.layers.Layer):
             heads, head_size)`` holds the keys and values of earlier positions; this call's
             keys/values are written at ``cache_index`` (int tensor) and the queries attend
             over the whole cache (the mask must hide unwritten positions). Returns
-            ``[output, updated cache]``.
+            ``[output, updated cache]``. With ``cache_index=None`` the cache is read as it is
+            (a cross attention's keys and values from `key_value_cache`, ``k``/``v`` unused)
+            and returned unchanged.
     Output: ``(batch_size, q_len, out_dim)``; with ``return_attention_scores=True`` also the
     attention probabilities ``(batch_size, heads, q_len, k_len)``.
 
@@ -556,11 +558,15 @@ class MultiHeadAttention(NodeAccessors, keras.layers.Layer):
         position = extras.pop() if p_bias else None
         mask = extras[0] if extras else None
         qw = self._split_heads(self.q_dense(q), self.key_size)
-        kw = self._split_heads(self.k_dense(k), self.key_size)
-        vw = self._split_heads(self.v_dense(v), self.head_size)
+        if cache is not None and cache_index is None:
+            # A cache computed once (`key_value_cache`, cross attention): its keys/values as they are.
+            kw, vw = ops.cast(cache[:, 0], qw.dtype), ops.cast(cache[:, 1], qw.dtype)
+        else:
+            kw = self._split_heads(self.k_dense(k), self.key_size)
+            vw = self._split_heads(self.v_dense(v), self.head_size)
         if p_bias == "rotary":
             qw, kw = apply_rotary_position_embeddings(position, qw, kw)
-        if cache is not None:
+        if cache is not None and cache_index is not None:
             # Write this chunk's keys/values at cache_index, then attend over the whole cache.
             start = ops.cast(ops.reshape(cache_index, (-1,))[0], "int32")
             chunk = ops.cast(ops.stack([kw, vw], axis=1), cache.dtype)
@@ -625,6 +631,15 @@ class MultiHeadAttention(NodeAccessors, keras.layers.Layer):
         if self.return_attention_scores:
             return [o, scores]
         return o
+
+    def key_value_cache(self, k, v=None):
+        """This layer's keys and values of ``k`` and ``v`` (default ``k``), ``(batch_size, len,
+        hidden)``, as a cache ``(batch_size, 2, len, heads, head_size)`` to pass as ``cache`` with
+        ``cache_index=None``: a cross attention's keys and values, computed once per source."""
+        v = k if v is None else v
+        kw = self._split_heads(self.k_dense(k), self.key_size)
+        vw = self._split_heads(self.v_dense(v), self.head_size)
+        return ops.stack([kw, vw], axis=1)
 
     def compute_mask(self, inputs, mask=None):
         mask = _first_mask(mask)  # the queries' padding mask

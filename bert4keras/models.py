@@ -284,12 +284,20 @@ class Transformer:
         """`MultiHeadAttention` through `apply`; in a cached step's graph a self-attention also
         takes its block's KV cache from `self.decoding_step` and hands the updated one back."""
         step = self.decoding_step
-        if step is None or not self_attention:
+        if step is None or not (self_attention or step.cross_caches):
             return self.apply(inputs=inputs, layer=MultiHeadAttention, arguments=arguments, **kwargs)
+        if not self_attention:  # the block's cross-attention keys/values, computed once per source
+            arguments = dict(arguments, cache=step.cross_caches[step.block])
+            return self.apply(inputs=inputs, layer=MultiHeadAttention, arguments=arguments, **kwargs)[0]
         arguments = dict(arguments, cache=step.cache(), cache_index=step.index)
         o, cache = self.apply(inputs=inputs, layer=MultiHeadAttention, arguments=arguments, **kwargs)
         step.update(cache)
         return o
+
+    def cross_attention_layers(self):
+        """The cross-attention layer of each block, whose keys and values a cached step computes
+        once per source (`MultiHeadAttention.key_value_cache` of the first input); [] without."""
+        return []
 
     def cache_shapes(self, max_length):
         """Shapes (without batch) of the KV caches, one per Transformer block."""
@@ -1872,6 +1880,10 @@ class T5_Decoder(T5_Base):
         """``inputs`` is ``[context]``: the encoder output for the prompt."""
         token_ids = output_ids if first else output_ids[:, -1:]
         return [inputs[0], token_ids.astype("int32")]
+
+    def cross_attention_layers(self):
+        return [self.layers[f"Decoder-Transformer-{index}-MultiHeadCrossAttention"]
+                for index in range(self.num_hidden_layers)]
 
     def compute_attention_mask(self, inputs):
         self.context_mask = self.apply(inputs=inputs[0], layer=AttentionMask, mode="context",

@@ -59,6 +59,31 @@ def test_cached_steps_equal_full_recomputation(model, kwargs, n_inputs):
             _, states = cached(inputs, np.ones((3, t), "int32"), states)
 
 
+@pytest.mark.parametrize("version, kwargs", [("t5.1.1", {}), ("t5.1.0", dict(cross_position_bias=True))])
+def test_t5_cached_steps_equal_full_recomputation(version, kwargs):
+    """T5's decoder: the cross attentions' keys and values of the source are computed once, at the
+    first step (one ``Cross-Cache`` per block in the states), and every step equals recomputing
+    the whole prefix; also with a relative position bias in the cross attention."""
+    t5 = build_transformer_model(model=version, return_keras_model=False, vocab_size=50, hidden_size=16,
+                                 num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                                 relative_attention_num_buckets=8, **kwargs)
+    rng = np.random.default_rng(0)
+    source = rng.integers(2, 50, size=(3, 7)).astype("int32")
+    source[0, 5:] = 0  # padding: its context rows are masked in the cross attention
+    context = t5.encoder.predict_on_batch(source)
+    outputs = np.concatenate([np.zeros((3, 1), "int32"), rng.integers(2, 50, size=(3, 5)).astype("int32")], 1)
+    full, cached = t5.predictor(), t5.predictor(max_length=8)
+    assert len(cached.model.cross_names) == 2
+    states = None
+    for t in range(1, outputs.shape[1] + 1):
+        expected, _ = full([context], outputs[:, :t])
+        got, states = cached([context], outputs[:, :t], states)
+        np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
+    assert sorted(states.caches) == ["Cache-0", "Cache-1", "Cross-Cache-0", "Cross-Cache-1"]
+    assert tuple(states.caches["Cross-Cache-0"].shape) == (3, 2, 7, 2, 8)
+    assert_step_traced(cached)
+
+
 def assert_step_traced(predictor):
     """On PyTorch, the repeated one-token step ran as a traced graph: no family falls back to
     eager Keras (`TracedTorchStep.untraced` names the reason when one does)."""
