@@ -182,7 +182,7 @@ def main_t5(args):
     results = {}
     with tempfile.TemporaryDirectory() as path:
         save_random_t5(path, args.layers)
-        t5 = build_transformer_model(path, path, model="t5", return_keras_model=False)
+        t5 = build_transformer_model(path, path, model="t5", with_lm="linear", return_keras_model=False)
         hf = T5ForConditionalGeneration.from_pretrained(path).eval()
         print(f"backend {backend}, T5-base shape (t5.1.1), {args.layers} + {args.layers} layers, "
               f"torch threads {torch.get_num_threads()}", flush=True)
